@@ -1,0 +1,1 @@
+"""The `fleet` and `kubectl-fleet` command line."""

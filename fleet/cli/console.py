@@ -1,0 +1,40 @@
+"""All terminal output goes through one Terminal: data to stdout, progress to stderr.
+
+Progress lines are for people; when stderr is not a terminal they are still
+written (CI logs want them) but without colour or spinners.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+import yaml
+from rich.console import Console
+
+
+class Terminal:
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+
+    def progress(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, markup=False)
+
+    def print(self, text: str = "") -> None:
+        self.out.print(text, markup=False)
+
+    def data(self, value: Any, output: str) -> None:
+        """Print machine-readable output as JSON or YAML, untouched by rich."""
+        if output == "json":
+            sys.stdout.write(json.dumps(value, indent=2) + "\n")
+        else:
+            sys.stdout.write(yaml.safe_dump(value, sort_keys=False))
+
+    def abort(self, message: str, code: int = 1) -> NoReturn:
+        self.err.print(f"error: {message}", markup=False, style="red")
+        raise click.exceptions.Exit(code)

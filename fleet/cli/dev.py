@@ -1,0 +1,172 @@
+"""`fleet dev`: the local fleet for development, tests and benchmarks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fleet.cli.console import Terminal
+from fleet.devenv import localfleet
+from fleet.devenv.state import FleetState
+from fleet.devenv.toolchain import TOOLS, cache_dir, ensure_toolchain
+from fleet.devenv.topology import plan_fleet
+from fleet.errors import FleetError
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=localfleet.default_state_dir,
+    show_default="$FLEET_DEV_STATE_DIR or ~/.local/state/fleet/dev",
+    help="Where the fleet keeps its certificates, data, logs and state.json.",
+)
+output_option = click.option(
+    "-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
+    show_default=True, help="Output format.",
+)
+
+
+@click.group()
+def dev() -> None:
+    """Run a real local fleet without Docker: control planes, kwok GPU nodes, registries.
+
+    Binaries (etcd, Kubernetes, kwok, registry, helm, oras) are built from their
+    Go modules into ~/.cache/fleet/testenv the first time (about 10 minutes on
+    2 cores; set FLEET_TESTENV_CACHE to move it).
+    """
+
+
+@dev.command()
+@click.option("--only", multiple=True, type=click.Choice([tool.name for tool in TOOLS]),
+              help="Build only these tools (repeatable).")
+@click.pass_obj
+def build(terminal: Terminal, only: tuple[str, ...]) -> None:
+    """Build the local fleet's binaries now (up does it when they are missing)."""
+    started = time.monotonic()
+    try:
+        toolchain = ensure_toolchain(terminal.progress, only=only)
+    except FleetError as error:
+        terminal.abort(str(error))
+    versions = ", ".join(f"{name} {version}" for name, version in toolchain.versions.items())
+    terminal.progress(f"toolchain ready in {time.monotonic() - started:.1f}s: {versions}")
+    terminal.print(str(cache_dir()))
+
+
+@dev.command()
+@click.option("--clusters", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Number of workload clusters.")
+@click.option("--datacenters", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Number of datacenters (one OCI registry each); clusters are spread round-robin.")
+@click.option("--namespace", default=localfleet.DEFAULT_NAMESPACE, show_default=True,
+              help="Namespace of the Cluster objects in the management cluster.")
+@state_dir_option
+@output_option
+@click.pass_obj
+def up(terminal: Terminal, clusters: int, datacenters: int, namespace: str,
+       state_dir: Path, output: str) -> None:
+    """Start the local fleet and return once every part of it is ready.
+
+    \b
+    Example:
+      fleet dev up --clusters 3 --datacenters 2
+      export KUBECONFIG=$(fleet dev kubeconfig)
+      kubectl get clusters -A
+    """
+    started = time.monotonic()
+    try:
+        plans = plan_fleet(clusters, datacenters)
+        toolchain = ensure_toolchain(terminal.progress)
+    except FleetError as error:
+        terminal.abort(str(error))
+    terminal.progress(f"starting {clusters} clusters in {datacenters} datacenters from {state_dir}")
+    try:
+        state = localfleet.up(state_dir, plans, namespace=namespace, toolchain=toolchain,
+                              report=terminal.progress)
+    except KeyboardInterrupt:
+        terminal.abort("interrupted; every process started so far was stopped", code=130)
+    except FleetError as error:
+        terminal.abort(f"{error}\n(logs: {state_dir / 'logs'})")
+    if output != "table":
+        terminal.data(_summary(state), output)
+        return
+    terminal.print(_table(state))
+    terminal.print(f"\nready in {time.monotonic() - started:.1f}s "
+                   f"(start-up {state.startup_seconds:.1f}s)")
+    terminal.print(f"management kubeconfig: {state.management_kubeconfig}")
+    terminal.print(f"stop it with: fleet dev down --state-dir {state_dir}")
+
+
+@dev.command()
+@click.option("--keep-files", is_flag=True,
+              help="Keep the state directory (logs, etcd data) instead of removing it.")
+@state_dir_option
+@click.pass_obj
+def down(terminal: Terminal, keep_files: bool, state_dir: Path) -> None:
+    """Stop every process of the local fleet and remove its files."""
+    try:
+        result = localfleet.down(state_dir, keep_files=keep_files)
+    except FleetError as error:
+        terminal.abort(str(error))
+    if result.stopped == 0 and not result.removed:
+        terminal.print(f"no local fleet in {state_dir}; nothing to stop")
+        return
+    killed = f" ({', '.join(result.killed)} had to be killed)" if result.killed else ""
+    removed = "removed" if result.removed else "kept"
+    terminal.print(f"stopped {result.stopped} processes{killed}; {state_dir} {removed}")
+
+
+@dev.command()
+@click.argument("cluster", required=False)
+@state_dir_option
+@click.pass_obj
+def kubeconfig(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
+    """Print the path of the management kubeconfig, or of CLUSTER's (admin)."""
+    try:
+        state = localfleet.require_state(state_dir)
+        path = state.cluster(cluster).kubeconfig if cluster else state.management_kubeconfig
+    except FleetError as error:
+        terminal.abort(str(error))
+    terminal.print(path)
+
+
+def _summary(state: FleetState) -> dict[str, Any]:
+    return {
+        "stateDir": state.state_dir,
+        "startupSeconds": state.startup_seconds,
+        "management": {"server": state.management_server,
+                       "kubeconfig": state.management_kubeconfig,
+                       "namespace": state.namespace},
+        "clusters": [
+            {"name": c.name, "datacenter": c.datacenter, "server": c.server,
+             "kubeconfig": c.kubeconfig, "gpuProduct": c.gpu_product,
+             "gpuNodes": c.gpu_nodes, "gpusPerNode": c.gpus_per_node, "cpuNodes": c.cpu_nodes}
+            for c in state.clusters
+        ],
+        "datacenters": [
+            {"name": d.name, "registry": d.registry, "registryCA": d.registry_ca}
+            for d in state.datacenters
+        ],
+        "versions": state.versions,
+    }
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _table(state: FleetState) -> str:
+    clusters = [("CLUSTER", "DATACENTER", "API SERVER", "GPU NODES", "GPUS", "PRODUCT")] + [
+        (c.name, c.datacenter, c.server, str(c.gpu_nodes), str(c.gpu_nodes * c.gpus_per_node),
+         c.gpu_product)
+        for c in state.clusters
+    ]
+    registries = [("DATACENTER", "REGISTRY")] + [
+        (d.name, f"https://{d.registry}") for d in state.datacenters
+    ]
+    return f"{_columns(clusters)}\n\n{_columns(registries)}"

@@ -1,0 +1,355 @@
+"""Bring the local fleet up and down.
+
+`up` starts one etcd shared by every control plane (each under its own key
+prefix), a management plane with the Cluster API CRDs, one workload plane per
+cluster with kwok GPU and CPU nodes, and one registry per datacenter; then it
+registers each workload cluster in the management plane as Cluster API would.
+Planes come up in parallel; `up` returns once everything answers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+
+from fleet.devenv import controlplane, manifests, processes
+from fleet.devenv.controlplane import PlaneFiles
+from fleet.devenv.kubeapi import Credentials, KubeAPI, wait_for
+from fleet.devenv.pki import new_ca
+from fleet.devenv.registry import RegistryFiles, registry_command, write_registry_files
+from fleet.devenv.state import ClusterInfo, DatacenterInfo, FleetState, load_state
+from fleet.devenv.toolchain import KWOK_STAGES, Toolchain
+from fleet.devenv.topology import ClusterPlan
+from fleet.errors import DevEnvError
+
+Report = Callable[[str], None]
+
+DEFAULT_NAMESPACE = manifests.CLUSTER_NAMESPACE
+API_READY_TIMEOUT = 120.0
+COMPONENT_READY_TIMEOUT = 90.0
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def default_state_dir() -> Path:
+    state_home = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return Path(os.environ.get("FLEET_DEV_STATE_DIR", state_home / "fleet" / "dev"))
+
+
+def admin_api(files: PlaneFiles) -> KubeAPI:
+    return KubeAPI(Credentials(
+        server=files.server, ca_file=files.ca_cert,
+        cert_file=files.cert("admin"), key_file=files.key("admin"),
+    ))
+
+
+class _Startup:
+    """The processes of one `up`, saved to the state file as each starts."""
+
+    def __init__(self, state: FleetState) -> None:
+        self.state = state
+        self._lock = threading.Lock()
+        self._running: list[processes.Process] = []
+        self.aborted = threading.Event()
+
+    def start(self, name: str, command: list[str]) -> processes.Process:
+        log = Path(self.state.state_dir) / "logs" / f"{name}.log"
+        with self._lock:
+            if self.aborted.is_set():
+                raise DevEnvError("start-up was aborted")
+            process = processes.start(name, command, log)
+            self._running.append(process)
+            self.state.processes.append(process.record)
+            self.state.save()
+        return process
+
+    def failure(self) -> str | None:
+        """Why start-up cannot succeed any more: a process died, or another step failed."""
+        if self.aborted.is_set():
+            return "start-up was aborted"
+        for process in list(self._running):
+            reason = process.exit_reason()
+            if reason:
+                return reason
+        return None
+
+
+def _elapsed(since: float) -> str:
+    return f"{time.monotonic() - since:.1f}s"
+
+
+def _condition_true(body: dict[str, Any], kind: str) -> bool:
+    conditions = body.get("status", {}).get("conditions", [])
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+class _Bringup:
+    def __init__(self, state: FleetState, toolchain: Toolchain, report: Report) -> None:
+        self.state = state
+        self.root = Path(state.state_dir)
+        self.toolchain = toolchain
+        self.report = report
+        self.startup = _Startup(state)
+        self.ports = processes.PortAllocator()
+        self.began = time.monotonic()
+
+    def wait(self, condition: Callable[[], bool], what: str, timeout: float) -> None:
+        wait_for(condition, what=what, timeout=timeout, failed=self.startup.failure)
+
+    def run(self, plans: tuple[ClusterPlan, ...], datacenters: list[str]) -> None:
+        etcd_url = self._start_etcd()
+        management = controlplane.write_plane_files(
+            "management", self.root / "planes" / "management", self.ports.take()
+        )
+        workloads = {
+            plan.name: controlplane.write_plane_files(
+                plan.name, self.root / "planes" / plan.name, self.ports.take()
+            )
+            for plan in plans
+        }
+        registries = self._start_registries(datacenters)
+        for files in (management, *workloads.values()):
+            self.startup.start(
+                f"{files.name}-apiserver",
+                controlplane.apiserver_command(
+                    self.toolchain.path("kube-apiserver"), files, etcd_url
+                ),
+            )
+        with ThreadPoolExecutor(max_workers=len(plans) + 2) as pool:
+            futures = [
+                pool.submit(self._management_plane, management),
+                pool.submit(self._wait_registries, registries),
+                *(pool.submit(self._workload_plane, plan, workloads[plan.name]) for plan in plans),
+            ]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                self.startup.aborted.set()
+                raise
+        self._register_clusters(management, plans, workloads)
+        self.state.management_server = management.server
+        self.state.management_kubeconfig = str(management.kubeconfig())
+        self.state.clusters = [
+            ClusterInfo(
+                name=plan.name, datacenter=plan.datacenter, server=workloads[plan.name].server,
+                kubeconfig=str(workloads[plan.name].kubeconfig()), gpu_product=plan.gpu.product,
+                gpus_per_node=plan.gpu.per_node, gpu_nodes=plan.gpu_nodes,
+                cpu_nodes=plan.cpu_nodes,
+            )
+            for plan in plans
+        ]
+        self.state.datacenters = [
+            DatacenterInfo(name=dc, registry=files.host, registry_ca=str(self.root / "registry-ca.crt"))
+            for dc, files in registries.items()
+        ]
+
+    def _start_etcd(self) -> str:
+        client_port, peer_port = self.ports.take(), self.ports.take()
+        self.startup.start("etcd", controlplane.etcd_command(
+            self.toolchain.path("etcd"), self.root / "etcd", client_port, peer_port
+        ))
+        url = f"http://127.0.0.1:{client_port}"
+        http = urllib3.PoolManager(retries=False, timeout=2.0)
+
+        def healthy() -> bool:
+            try:
+                return bool(http.request("GET", f"{url}/health").json().get("health") == "true")
+            except (urllib3.exceptions.HTTPError, ValueError):
+                return False
+
+        self.wait(healthy, "etcd to answer /health", COMPONENT_READY_TIMEOUT)
+        self.report(f"etcd ready ({_elapsed(self.began)})")
+        return url
+
+    def _start_registries(self, datacenters: list[str]) -> dict[str, RegistryFiles]:
+        ca = new_ca("fleet-dev-registry-ca")
+        (self.root / "registry-ca.crt").write_bytes(ca.cert_pem)
+        registries = {}
+        for dc in datacenters:
+            files = write_registry_files(dc, self.root / "registries" / dc, self.ports.take(), ca)
+            self.startup.start(
+                f"registry-{dc}", registry_command(self.toolchain.path("registry"), files)
+            )
+            registries[dc] = files
+        return registries
+
+    def _wait_registries(self, registries: dict[str, RegistryFiles]) -> None:
+        context = ssl.create_default_context(cafile=str(self.root / "registry-ca.crt"))
+        http = urllib3.PoolManager(ssl_context=context, retries=False, timeout=2.0)
+        for dc, files in registries.items():
+            def answers(url: str = f"{files.url}/v2/") -> bool:
+                try:
+                    return http.request("GET", url).status == 200
+                except urllib3.exceptions.HTTPError:
+                    return False
+
+            self.wait(answers, f"the {dc} registry at {files.url}", COMPONENT_READY_TIMEOUT)
+        self.report(f"{len(registries)} registries ready ({_elapsed(self.began)})")
+
+    def _management_plane(self, files: PlaneFiles) -> None:
+        api = admin_api(files)
+        self.wait(api.healthy, "the management API server to be ready", API_READY_TIMEOUT)
+        self.report(f"management API server ready ({_elapsed(self.began)})")
+        self.startup.start("management-controller-manager", controlplane.controller_manager_command(
+            self.toolchain.path("kube-controller-manager"), files
+        ))
+        crds = self.toolchain.load_capi_crds()
+        for crd in crds:
+            api.create(CRD_PATH, crd)
+        api.create("/api/v1/namespaces", {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.state.namespace},
+        })
+        for crd in crds:
+            name = crd["metadata"]["name"]
+            self.wait(
+                lambda name=name: _condition_true(api.get(f"{CRD_PATH}/{name}"), "Established"),
+                f"CRD {name} to be Established", COMPONENT_READY_TIMEOUT,
+            )
+        self._wait_leader(api, "kube-controller-manager", "management")
+        self.report(f"management plane ready: {len(crds)} Cluster API CRDs ({_elapsed(self.began)})")
+
+    def _wait_leader(self, api: KubeAPI, lease: str, plane: str) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}"
+        self.wait(
+            lambda: api.exists(path) and bool(api.get(path)["spec"].get("holderIdentity")),
+            f"{lease} of {plane} to take its leader lease", COMPONENT_READY_TIMEOUT,
+        )
+
+    def _workload_plane(self, plan: ClusterPlan, files: PlaneFiles) -> None:
+        api = admin_api(files)
+        self.wait(api.healthy, f"the {plan.name} API server to be ready", API_READY_TIMEOUT)
+        stages = self.toolchain.asset(KWOK_STAGES)
+        self.startup.start(f"{plan.name}-controller-manager", controlplane.controller_manager_command(
+            self.toolchain.path("kube-controller-manager"), files
+        ))
+        self.startup.start(f"{plan.name}-scheduler", controlplane.scheduler_command(
+            self.toolchain.path("kube-scheduler"), files
+        ))
+        self.startup.start(f"{plan.name}-kwok", controlplane.kwok_command(
+            self.toolchain.path("kwok"), files, stages
+        ))
+        for node in manifests.nodes(plan):
+            api.create("/api/v1/nodes", node)
+
+        def nodes_ready() -> bool:
+            items = api.get("/api/v1/nodes")["items"]
+            return len(items) == len(plan.node_names) and all(
+                _condition_true(node, "Ready") for node in items
+            )
+
+        self.wait(nodes_ready, f"the {plan.name} kwok nodes to be Ready", COMPONENT_READY_TIMEOUT)
+        self._wait_leader(api, "kube-controller-manager", plan.name)
+        self._wait_leader(api, "kube-scheduler", plan.name)
+        self.wait(
+            lambda: api.exists("/api/v1/namespaces/default/serviceaccounts/default"),
+            f"the {plan.name} controller manager to create service accounts",
+            COMPONENT_READY_TIMEOUT,
+        )
+        self.report(
+            f"{plan.name} ready: {plan.gpu_nodes}×{plan.gpu.product} GPU nodes, "
+            f"{plan.cpu_nodes} CPU node ({_elapsed(self.began)})"
+        )
+
+    def _register_clusters(self, management: PlaneFiles, plans: tuple[ClusterPlan, ...],
+                           workloads: dict[str, PlaneFiles]) -> None:
+        """Create each Cluster, its provisioned status and kubeconfig Secret, as CAPI would."""
+        api = admin_api(management)
+        namespace = self.state.namespace
+        clusters_path = f"/apis/cluster.x-k8s.io/v1beta2/namespaces/{namespace}/clusters"
+        now = datetime.datetime.now(datetime.UTC)
+        for plan in plans:
+            files = workloads[plan.name]
+            created = api.create(clusters_path, manifests.cluster(plan, namespace, files.port))
+            api.merge_patch(
+                f"{clusters_path}/{plan.name}/status", manifests.provisioned_status(plan, now)
+            )
+            api.create(f"/api/v1/namespaces/{namespace}/secrets", manifests.kubeconfig_secret(
+                plan.name, namespace, created["metadata"]["uid"], files.admin_kubeconfig_text
+            ))
+
+
+def up(
+    state_dir: Path,
+    plans: tuple[ClusterPlan, ...],
+    *,
+    toolchain: Toolchain,
+    namespace: str = DEFAULT_NAMESPACE,
+    report: Report = lambda _: None,
+) -> FleetState:
+    """Start a local fleet in `state_dir` and return its state once everything is ready.
+
+    On any failure, or Ctrl-C, every process started so far is stopped and
+    the error names the component and the end of its log.
+    """
+    _clear_leftovers(state_dir, report)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = FleetState(state_dir=str(state_dir.resolve()), namespace=namespace,
+                       versions=dict(toolchain.versions))
+    state.save()
+    bringup = _Bringup(state, toolchain, report)
+    names = sorted({plan.datacenter for plan in plans})
+    try:
+        bringup.run(plans, names)
+    except BaseException:
+        processes.stop(state.processes)
+        raise
+    state.ready = True
+    state.startup_seconds = round(time.monotonic() - bringup.began, 1)
+    state.save()
+    return state
+
+
+def _clear_leftovers(state_dir: Path, report: Report) -> None:
+    previous = load_state(state_dir) if state_dir.exists() else None
+    if previous is not None:
+        running = [record for record in previous.processes if processes.is_running(record)]
+        if running and previous.ready:
+            raise DevEnvError(
+                f"a local fleet is already running from {state_dir}; "
+                f"stop it with `fleet dev down --state-dir {state_dir}` first"
+            )
+        if running:
+            report(f"stopping {len(running)} processes left by an interrupted start-up")
+            processes.stop(running)
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class DownResult:
+    stopped: int
+    killed: tuple[str, ...]
+    removed: bool
+
+
+def down(state_dir: Path, *, keep_files: bool = False) -> DownResult:
+    """Stop every process of the fleet in `state_dir` and, unless asked to keep them, its files."""
+    state = load_state(state_dir) if state_dir.exists() else None
+    if state is None:
+        return DownResult(stopped=0, killed=(), removed=False)
+    running = [record for record in state.processes if processes.is_running(record)]
+    killed = processes.stop(running)
+    if not keep_files:
+        shutil.rmtree(state_dir)
+    else:
+        state.ready = False
+        state.save()
+    return DownResult(stopped=len(running), killed=tuple(killed), removed=not keep_files)
+
+
+def require_state(state_dir: Path) -> FleetState:
+    state = load_state(state_dir) if state_dir.exists() else None
+    if state is None or not state.ready:
+        raise DevEnvError(f"no local fleet is running from {state_dir}; start one with `fleet dev up`")
+    return state
