@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,12 @@ state_dir_option = click.option(
     help="Where the fleet keeps its certificates, data, logs and state.json.",
 )
 output_option = click.option(
-    "-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
-    show_default=True, help="Output format.",
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
 )
 
 
@@ -39,8 +44,12 @@ def dev() -> None:
 
 
 @dev.command()
-@click.option("--only", multiple=True, type=click.Choice([tool.name for tool in TOOLS]),
-              help="Build only these tools (repeatable).")
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice([tool.name for tool in TOOLS]),
+    help="Build only these tools (repeatable).",
+)
 @click.pass_obj
 def build(terminal: Terminal, only: tuple[str, ...]) -> None:
     """Build the local fleet's binaries now (up does it when they are missing)."""
@@ -55,17 +64,37 @@ def build(terminal: Terminal, only: tuple[str, ...]) -> None:
 
 
 @dev.command()
-@click.option("--clusters", type=click.IntRange(1, 50), default=3, show_default=True,
-              help="Number of workload clusters.")
-@click.option("--datacenters", type=click.IntRange(1, 10), default=2, show_default=True,
-              help="Number of datacenters (one OCI registry each); clusters are spread round-robin.")
-@click.option("--namespace", default=localfleet.DEFAULT_NAMESPACE, show_default=True,
-              help="Namespace of the Cluster objects in the management cluster.")
+@click.option(
+    "--clusters",
+    type=click.IntRange(1, 50),
+    default=3,
+    show_default=True,
+    help="Number of workload clusters.",
+)
+@click.option(
+    "--datacenters",
+    type=click.IntRange(1, 10),
+    default=2,
+    show_default=True,
+    help="Number of datacenters (one OCI registry each); clusters are spread round-robin.",
+)
+@click.option(
+    "--namespace",
+    default=localfleet.DEFAULT_NAMESPACE,
+    show_default=True,
+    help="Namespace of the Cluster objects in the management cluster.",
+)
 @state_dir_option
 @output_option
 @click.pass_obj
-def up(terminal: Terminal, clusters: int, datacenters: int, namespace: str,
-       state_dir: Path, output: str) -> None:
+def up(
+    terminal: Terminal,
+    clusters: int,
+    datacenters: int,
+    namespace: str,
+    state_dir: Path,
+    output: str,
+) -> None:
     """Start the local fleet and return once every part of it is ready.
 
     \b
@@ -82,8 +111,9 @@ def up(terminal: Terminal, clusters: int, datacenters: int, namespace: str,
         terminal.abort(str(error))
     terminal.progress(f"starting {clusters} clusters in {datacenters} datacenters from {state_dir}")
     try:
-        state = localfleet.up(state_dir, plans, namespace=namespace, toolchain=toolchain,
-                              report=terminal.progress)
+        state = localfleet.up(
+            state_dir, plans, namespace=namespace, toolchain=toolchain, report=terminal.progress
+        )
     except KeyboardInterrupt:
         terminal.abort("interrupted; every process started so far was stopped", code=130)
     except FleetError as error:
@@ -92,15 +122,19 @@ def up(terminal: Terminal, clusters: int, datacenters: int, namespace: str,
         terminal.data(_summary(state), output)
         return
     terminal.print(_table(state))
-    terminal.print(f"\nready in {time.monotonic() - started:.1f}s "
-                   f"(start-up {state.startup_seconds:.1f}s)")
+    terminal.print(
+        f"\nready in {time.monotonic() - started:.1f}s (start-up {state.startup_seconds:.1f}s)"
+    )
     terminal.print(f"management kubeconfig: {state.management_kubeconfig}")
     terminal.print(f"stop it with: fleet dev down --state-dir {state_dir}")
 
 
 @dev.command()
-@click.option("--keep-files", is_flag=True,
-              help="Keep the state directory (logs, etcd data) instead of removing it.")
+@click.option(
+    "--keep-files",
+    is_flag=True,
+    help="Keep the state directory (logs, etcd data) instead of removing it.",
+)
 @state_dir_option
 @click.pass_obj
 def down(terminal: Terminal, keep_files: bool, state_dir: Path) -> None:
@@ -135,13 +169,22 @@ def _summary(state: FleetState) -> dict[str, Any]:
     return {
         "stateDir": state.state_dir,
         "startupSeconds": state.startup_seconds,
-        "management": {"server": state.management_server,
-                       "kubeconfig": state.management_kubeconfig,
-                       "namespace": state.namespace},
+        "management": {
+            "server": state.management_server,
+            "kubeconfig": state.management_kubeconfig,
+            "namespace": state.namespace,
+        },
         "clusters": [
-            {"name": c.name, "datacenter": c.datacenter, "server": c.server,
-             "kubeconfig": c.kubeconfig, "gpuProduct": c.gpu_product,
-             "gpuNodes": c.gpu_nodes, "gpusPerNode": c.gpus_per_node, "cpuNodes": c.cpu_nodes}
+            {
+                "name": c.name,
+                "datacenter": c.datacenter,
+                "server": c.server,
+                "kubeconfig": c.kubeconfig,
+                "gpuProduct": c.gpu_product,
+                "gpuNodes": c.gpu_nodes,
+                "gpusPerNode": c.gpus_per_node,
+                "cpuNodes": c.cpu_nodes,
+            }
             for c in state.clusters
         ],
         "datacenters": [
@@ -152,7 +195,7 @@ def _summary(state: FleetState) -> dict[str, Any]:
     }
 
 
-def _columns(rows: list[tuple[str, ...]]) -> str:
+def _columns(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -162,8 +205,14 @@ def _columns(rows: list[tuple[str, ...]]) -> str:
 
 def _table(state: FleetState) -> str:
     clusters = [("CLUSTER", "DATACENTER", "API SERVER", "GPU NODES", "GPUS", "PRODUCT")] + [
-        (c.name, c.datacenter, c.server, str(c.gpu_nodes), str(c.gpu_nodes * c.gpus_per_node),
-         c.gpu_product)
+        (
+            c.name,
+            c.datacenter,
+            c.server,
+            str(c.gpu_nodes),
+            str(c.gpu_nodes * c.gpus_per_node),
+            c.gpu_product,
+        )
         for c in state.clusters
     ]
     registries = [("DATACENTER", "REGISTRY")] + [

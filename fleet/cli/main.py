@@ -15,7 +15,9 @@ from fleet.cli.console import Terminal
 from fleet.cli.dev import dev
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FLEET"})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FLEET"}
+)
 @click.version_option(__version__, prog_name="fleet")
 @click.option("-q", "--quiet", is_flag=True, help="Print no progress, only results and errors.")
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug) to stderr.")

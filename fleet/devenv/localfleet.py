@@ -27,7 +27,12 @@ from fleet.devenv import controlplane, manifests, processes
 from fleet.devenv.controlplane import PlaneFiles
 from fleet.devenv.kubeapi import Credentials, KubeAPI, wait_for
 from fleet.devenv.pki import new_ca
-from fleet.devenv.registry import RegistryFiles, registry_command, write_registry_files
+from fleet.devenv.registry import (
+    REGISTRY_ENV,
+    RegistryFiles,
+    registry_command,
+    write_registry_files,
+)
 from fleet.devenv.state import ClusterInfo, DatacenterInfo, FleetState, load_state
 from fleet.devenv.toolchain import KWOK_STAGES, Toolchain
 from fleet.devenv.topology import ClusterPlan
@@ -47,10 +52,14 @@ def default_state_dir() -> Path:
 
 
 def admin_api(files: PlaneFiles) -> KubeAPI:
-    return KubeAPI(Credentials(
-        server=files.server, ca_file=files.ca_cert,
-        cert_file=files.cert("admin"), key_file=files.key("admin"),
-    ))
+    return KubeAPI(
+        Credentials(
+            server=files.server,
+            ca_file=files.ca_cert,
+            cert_file=files.cert("admin"),
+            key_file=files.key("admin"),
+        )
+    )
 
 
 class _Startup:
@@ -62,12 +71,14 @@ class _Startup:
         self._running: list[processes.Process] = []
         self.aborted = threading.Event()
 
-    def start(self, name: str, command: list[str]) -> processes.Process:
+    def start(
+        self, name: str, command: list[str], env: dict[str, str] | None = None
+    ) -> processes.Process:
         log = Path(self.state.state_dir) / "logs" / f"{name}.log"
         with self._lock:
             if self.aborted.is_set():
                 raise DevEnvError("start-up was aborted")
-            process = processes.start(name, command, log)
+            process = processes.start(name, command, log, env)
             self._running.append(process)
             self.state.processes.append(process.record)
             self.state.save()
@@ -89,7 +100,7 @@ def _elapsed(since: float) -> str:
 
 
 def _condition_true(body: dict[str, Any], kind: str) -> bool:
-    conditions = body.get("status", {}).get("conditions", [])
+    conditions = (body.get("status") or {}).get("conditions") or []
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
@@ -142,23 +153,32 @@ class _Bringup:
         self.state.management_kubeconfig = str(management.kubeconfig())
         self.state.clusters = [
             ClusterInfo(
-                name=plan.name, datacenter=plan.datacenter, server=workloads[plan.name].server,
-                kubeconfig=str(workloads[plan.name].kubeconfig()), gpu_product=plan.gpu.product,
-                gpus_per_node=plan.gpu.per_node, gpu_nodes=plan.gpu_nodes,
+                name=plan.name,
+                datacenter=plan.datacenter,
+                server=workloads[plan.name].server,
+                kubeconfig=str(workloads[plan.name].kubeconfig()),
+                gpu_product=plan.gpu.product,
+                gpus_per_node=plan.gpu.per_node,
+                gpu_nodes=plan.gpu_nodes,
                 cpu_nodes=plan.cpu_nodes,
             )
             for plan in plans
         ]
         self.state.datacenters = [
-            DatacenterInfo(name=dc, registry=files.host, registry_ca=str(self.root / "registry-ca.crt"))
+            DatacenterInfo(
+                name=dc, registry=files.host, registry_ca=str(self.root / "registry-ca.crt")
+            )
             for dc, files in registries.items()
         ]
 
     def _start_etcd(self) -> str:
         client_port, peer_port = self.ports.take(), self.ports.take()
-        self.startup.start("etcd", controlplane.etcd_command(
-            self.toolchain.path("etcd"), self.root / "etcd", client_port, peer_port
-        ))
+        self.startup.start(
+            "etcd",
+            controlplane.etcd_command(
+                self.toolchain.path("etcd"), self.root / "etcd", client_port, peer_port
+            ),
+        )
         url = f"http://127.0.0.1:{client_port}"
         http = urllib3.PoolManager(retries=False, timeout=2.0)
 
@@ -179,7 +199,9 @@ class _Bringup:
         for dc in datacenters:
             files = write_registry_files(dc, self.root / "registries" / dc, self.ports.take(), ca)
             self.startup.start(
-                f"registry-{dc}", registry_command(self.toolchain.path("registry"), files)
+                f"registry-{dc}",
+                registry_command(self.toolchain.path("registry"), files),
+                REGISTRY_ENV,
             )
             registries[dc] = files
         return registries
@@ -188,6 +210,7 @@ class _Bringup:
         context = ssl.create_default_context(cafile=str(self.root / "registry-ca.crt"))
         http = urllib3.PoolManager(ssl_context=context, retries=False, timeout=2.0)
         for dc, files in registries.items():
+
             def answers(url: str = f"{files.url}/v2/") -> bool:
                 try:
                     return http.request("GET", url).status == 200
@@ -201,44 +224,62 @@ class _Bringup:
         api = admin_api(files)
         self.wait(api.healthy, "the management API server to be ready", API_READY_TIMEOUT)
         self.report(f"management API server ready ({_elapsed(self.began)})")
-        self.startup.start("management-controller-manager", controlplane.controller_manager_command(
-            self.toolchain.path("kube-controller-manager"), files
-        ))
+        self.startup.start(
+            "management-controller-manager",
+            controlplane.controller_manager_command(
+                self.toolchain.path("kube-controller-manager"), files
+            ),
+        )
         crds = self.toolchain.load_capi_crds()
         for crd in crds:
             api.create(CRD_PATH, crd)
-        api.create("/api/v1/namespaces", {
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.state.namespace},
-        })
-        for crd in crds:
-            name = crd["metadata"]["name"]
-            self.wait(
-                lambda name=name: _condition_true(api.get(f"{CRD_PATH}/{name}"), "Established"),
-                f"CRD {name} to be Established", COMPONENT_READY_TIMEOUT,
-            )
+        api.create(
+            "/api/v1/namespaces",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": self.state.namespace},
+            },
+        )
+        wanted = {crd["metadata"]["name"] for crd in crds}
+
+        def established() -> bool:
+            items = api.get(CRD_PATH)["items"]
+            done = {c["metadata"]["name"] for c in items if _condition_true(c, "Established")}
+            return wanted <= done
+
+        self.wait(established, "the Cluster API CRDs to be Established", COMPONENT_READY_TIMEOUT)
         self._wait_leader(api, "kube-controller-manager", "management")
-        self.report(f"management plane ready: {len(crds)} Cluster API CRDs ({_elapsed(self.began)})")
+        self.report(
+            f"management plane ready: {len(crds)} Cluster API CRDs ({_elapsed(self.began)})"
+        )
 
     def _wait_leader(self, api: KubeAPI, lease: str, plane: str) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}"
         self.wait(
             lambda: api.exists(path) and bool(api.get(path)["spec"].get("holderIdentity")),
-            f"{lease} of {plane} to take its leader lease", COMPONENT_READY_TIMEOUT,
+            f"{lease} of {plane} to take its leader lease",
+            COMPONENT_READY_TIMEOUT,
         )
 
     def _workload_plane(self, plan: ClusterPlan, files: PlaneFiles) -> None:
         api = admin_api(files)
         self.wait(api.healthy, f"the {plan.name} API server to be ready", API_READY_TIMEOUT)
         stages = self.toolchain.asset(KWOK_STAGES)
-        self.startup.start(f"{plan.name}-controller-manager", controlplane.controller_manager_command(
-            self.toolchain.path("kube-controller-manager"), files
-        ))
-        self.startup.start(f"{plan.name}-scheduler", controlplane.scheduler_command(
-            self.toolchain.path("kube-scheduler"), files
-        ))
-        self.startup.start(f"{plan.name}-kwok", controlplane.kwok_command(
-            self.toolchain.path("kwok"), files, stages
-        ))
+        self.startup.start(
+            f"{plan.name}-controller-manager",
+            controlplane.controller_manager_command(
+                self.toolchain.path("kube-controller-manager"), files
+            ),
+        )
+        self.startup.start(
+            f"{plan.name}-scheduler",
+            controlplane.scheduler_command(self.toolchain.path("kube-scheduler"), files),
+        )
+        self.startup.start(
+            f"{plan.name}-kwok",
+            controlplane.kwok_command(self.toolchain.path("kwok"), files, stages),
+        )
         for node in manifests.nodes(plan):
             api.create("/api/v1/nodes", node)
 
@@ -257,12 +298,16 @@ class _Bringup:
             COMPONENT_READY_TIMEOUT,
         )
         self.report(
-            f"{plan.name} ready: {plan.gpu_nodes}×{plan.gpu.product} GPU nodes, "
+            f"{plan.name} ready: {plan.gpu_nodes} x {plan.gpu.product} GPU nodes, "
             f"{plan.cpu_nodes} CPU node ({_elapsed(self.began)})"
         )
 
-    def _register_clusters(self, management: PlaneFiles, plans: tuple[ClusterPlan, ...],
-                           workloads: dict[str, PlaneFiles]) -> None:
+    def _register_clusters(
+        self,
+        management: PlaneFiles,
+        plans: tuple[ClusterPlan, ...],
+        workloads: dict[str, PlaneFiles],
+    ) -> None:
         """Create each Cluster, its provisioned status and kubeconfig Secret, as CAPI would."""
         api = admin_api(management)
         namespace = self.state.namespace
@@ -274,9 +319,12 @@ class _Bringup:
             api.merge_patch(
                 f"{clusters_path}/{plan.name}/status", manifests.provisioned_status(plan, now)
             )
-            api.create(f"/api/v1/namespaces/{namespace}/secrets", manifests.kubeconfig_secret(
-                plan.name, namespace, created["metadata"]["uid"], files.admin_kubeconfig_text
-            ))
+            api.create(
+                f"/api/v1/namespaces/{namespace}/secrets",
+                manifests.kubeconfig_secret(
+                    plan.name, namespace, created["metadata"]["uid"], files.admin_kubeconfig_text
+                ),
+            )
 
 
 def up(
@@ -294,20 +342,28 @@ def up(
     """
     _clear_leftovers(state_dir, report)
     state_dir.mkdir(parents=True, exist_ok=True)
-    state = FleetState(state_dir=str(state_dir.resolve()), namespace=namespace,
-                       versions=dict(toolchain.versions))
+    state = FleetState(
+        state_dir=str(state_dir.resolve()), namespace=namespace, versions=dict(toolchain.versions)
+    )
     state.save()
     bringup = _Bringup(state, toolchain, report)
     names = sorted({plan.datacenter for plan in plans})
     try:
         bringup.run(plans, names)
     except BaseException:
-        processes.stop(state.processes)
+        _stop_fleet(state.processes)
         raise
     state.ready = True
     state.startup_seconds = round(time.monotonic() - bringup.began, 1)
     state.save()
     return state
+
+
+def _stop_fleet(records: list[processes.ProcessRecord]) -> list[str]:
+    """Stop everything but etcd first: API servers shutting down still write to it."""
+    storage = [record for record in records if record.name == "etcd"]
+    rest = [record for record in records if record.name != "etcd"]
+    return processes.stop(rest) + processes.stop(storage)
 
 
 def _clear_leftovers(state_dir: Path, report: Report) -> None:
@@ -321,7 +377,7 @@ def _clear_leftovers(state_dir: Path, report: Report) -> None:
             )
         if running:
             report(f"stopping {len(running)} processes left by an interrupted start-up")
-            processes.stop(running)
+            _stop_fleet(running)
     if state_dir.exists():
         shutil.rmtree(state_dir)
 
@@ -339,7 +395,7 @@ def down(state_dir: Path, *, keep_files: bool = False) -> DownResult:
     if state is None:
         return DownResult(stopped=0, killed=(), removed=False)
     running = [record for record in state.processes if processes.is_running(record)]
-    killed = processes.stop(running)
+    killed = _stop_fleet(running)
     if not keep_files:
         shutil.rmtree(state_dir)
     else:
@@ -351,5 +407,7 @@ def down(state_dir: Path, *, keep_files: bool = False) -> DownResult:
 def require_state(state_dir: Path) -> FleetState:
     state = load_state(state_dir) if state_dir.exists() else None
     if state is None or not state.ready:
-        raise DevEnvError(f"no local fleet is running from {state_dir}; start one with `fleet dev up`")
+        raise DevEnvError(
+            f"no local fleet is running from {state_dir}; start one with `fleet dev up`"
+        )
     return state

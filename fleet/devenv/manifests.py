@@ -36,13 +36,24 @@ def kubeconfig(name: str, server: str, ca_pem: bytes, user: str, client: KeyPair
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {
-            "server": server, "certificate-authority-data": _b64(ca_pem),
-        }}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": _b64(client.cert_pem),
-            "client-key-data": _b64(client.key_pem),
-        }}],
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": _b64(ca_pem),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": _b64(client.cert_pem),
+                    "client-key-data": _b64(client.key_pem),
+                },
+            }
+        ],
         "contexts": [{"name": f"{user}@{name}", "context": {"cluster": name, "user": user}}],
         "current-context": f"{user}@{name}",
         "preferences": {},
@@ -50,8 +61,7 @@ def kubeconfig(name: str, server: str, ca_pem: bytes, user: str, client: KeyPair
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _node(name: str, labels: dict[str, str], capacity: dict[str, str],
-          taints: list[JSON]) -> JSON:
+def _node(name: str, labels: dict[str, str], capacity: dict[str, str], taints: list[JSON]) -> JSON:
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -76,7 +86,11 @@ def _node(name: str, labels: dict[str, str], capacity: dict[str, str],
                 "kubeletVersion": "fake",
                 "kubeProxyVersion": "fake",
                 "containerRuntimeVersion": "",
-                "bootID": "", "machineID": "", "systemUUID": "", "kernelVersion": "", "osImage": "",
+                "bootID": "",
+                "machineID": "",
+                "systemUUID": "",
+                "kernelVersion": "",
+                "osImage": "",
             },
         },
     }
@@ -99,8 +113,13 @@ def nodes(plan: ClusterPlan) -> list[JSON]:
     result = []
     for name in plan.node_names:
         if "-gpu-" in name:
-            capacity = {"cpu": "96", "memory": "1Ti", "pods": "110",
-                        "ephemeral-storage": "2Ti", GPU_RESOURCE: str(gpu.per_node)}
+            capacity = {
+                "cpu": "96",
+                "memory": "1Ti",
+                "pods": "110",
+                "ephemeral-storage": "2Ti",
+                GPU_RESOURCE: str(gpu.per_node),
+            }
             result.append(_node(name, gpu_labels, capacity, gpu_taint))
         else:
             capacity = {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}
@@ -133,8 +152,14 @@ def cluster(plan: ClusterPlan, namespace: str, port: int) -> JSON:
 
 
 def _condition(kind: str, status: str, reason: str, now: str) -> JSON:
-    return {"type": kind, "status": status, "reason": reason,
-            "lastTransitionTime": now, "observedGeneration": 1, "message": ""}
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "lastTransitionTime": now,
+        "observedGeneration": 1,
+        "message": "",
+    }
 
 
 def provisioned_status(plan: ClusterPlan, now: datetime.datetime) -> JSON:
@@ -165,10 +190,20 @@ def provisioned_status(plan: ClusterPlan, now: datetime.datetime) -> JSON:
             "phase": "Provisioned",
             "observedGeneration": 1,
             "initialization": {"infrastructureProvisioned": True, "controlPlaneInitialized": True},
-            "controlPlane": {"desiredReplicas": 1, "replicas": 1, "readyReplicas": 1,
-                             "availableReplicas": 1, "upToDateReplicas": 1},
-            "workers": {"desiredReplicas": workers, "replicas": workers, "readyReplicas": workers,
-                        "availableReplicas": workers, "upToDateReplicas": workers},
+            "controlPlane": {
+                "desiredReplicas": 1,
+                "replicas": 1,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+                "upToDateReplicas": 1,
+            },
+            "workers": {
+                "desiredReplicas": workers,
+                "replicas": workers,
+                "readyReplicas": workers,
+                "availableReplicas": workers,
+                "upToDateReplicas": workers,
+            },
             "conditions": conditions,
             "deprecated": {"v1beta1": {"conditions": v1beta1_conditions}},
         }
@@ -185,10 +220,14 @@ def kubeconfig_secret(cluster_name: str, namespace: str, cluster_uid: str, value
             "name": f"{cluster_name}-kubeconfig",
             "namespace": namespace,
             "labels": {"cluster.x-k8s.io/cluster-name": cluster_name},
-            "ownerReferences": [{
-                "apiVersion": CAPI_GROUP_VERSION, "kind": "Cluster",
-                "name": cluster_name, "uid": cluster_uid,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": CAPI_GROUP_VERSION,
+                    "kind": "Cluster",
+                    "name": cluster_name,
+                    "uid": cluster_uid,
+                }
+            ],
         },
         "data": {"value": _b64(value.encode())},
     }

@@ -9,6 +9,7 @@ that happens to reuse a pid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -38,8 +39,11 @@ class ProcessRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProcessRecord:
         return cls(
-            name=data["name"], pid=data["pid"], start_ticks=data["start_ticks"],
-            command=tuple(data["command"]), log=data["log"],
+            name=data["name"],
+            pid=data["pid"],
+            start_ticks=data["start_ticks"],
+            command=tuple(data["command"]),
+            log=data["log"],
         )
 
 
@@ -155,7 +159,5 @@ def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
 def _reap(records: list[ProcessRecord]) -> None:
     """Collect exit statuses of our own children so they do not linger as zombies."""
     for record in records:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(record.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass

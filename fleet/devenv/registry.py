@@ -53,8 +53,9 @@ def registry_config(files: RegistryFiles) -> dict[str, Any]:
     }
 
 
-def write_registry_files(datacenter: str, root: Path, port: int,
-                         ca: CertificateAuthority) -> RegistryFiles:
+def write_registry_files(
+    datacenter: str, root: Path, port: int, ca: CertificateAuthority
+) -> RegistryFiles:
     files = RegistryFiles(datacenter=datacenter, root=root, port=port)
     ca.issue(f"registry.{datacenter}", hosts=("127.0.0.1", "localhost"), server=True).write(
         root, "tls"
@@ -66,3 +67,7 @@ def write_registry_files(datacenter: str, root: Path, port: int,
 
 def registry_command(binary: Path, files: RegistryFiles) -> list[str]:
     return [str(binary), "serve", str(files.config)]
+
+
+# Distribution v3 exports OpenTelemetry traces to localhost:4318 unless told not to.
+REGISTRY_ENV = {"OTEL_TRACES_EXPORTER": "none"}

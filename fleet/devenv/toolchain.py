@@ -70,12 +70,17 @@ TOOLS: tuple[GoTool, ...] = (
                 f"-X {package}.gitTreeState=clean",
             )
         ),
-        note="the cold build of the Kubernetes tree takes 15-30 min on 2 cores",
+        note="a cold build of the Kubernetes tree takes about 5 min on 2 cores",
     ),
-    GoTool(name="etcd", module="go.etcd.io/etcd/server/v3",
-           package="go.etcd.io/etcd/server/v3", binary="etcd"),
-    GoTool(name="kwok", module="sigs.k8s.io/kwok",
-           package="sigs.k8s.io/kwok/cmd/kwok", binary="kwok"),
+    GoTool(
+        name="etcd",
+        module="go.etcd.io/etcd/server/v3",
+        package="go.etcd.io/etcd/server/v3",
+        binary="etcd",
+    ),
+    GoTool(
+        name="kwok", module="sigs.k8s.io/kwok", package="sigs.k8s.io/kwok/cmd/kwok", binary="kwok"
+    ),
     GoTool(
         name="helm",
         module="helm.sh/helm/v3",
@@ -90,13 +95,15 @@ TOOLS: tuple[GoTool, ...] = (
             "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={k8s_minor}",
         ),
     ),
-    GoTool(name="oras", module="oras.land/oras",
-           package="oras.land/oras/cmd/oras", binary="oras"),
-    GoTool(name="registry", module="github.com/distribution/distribution/v3",
-           package="github.com/distribution/distribution/v3/cmd/registry", binary="registry",
-           ldflags=("-X github.com/distribution/distribution/v3/version.version={version}",)),
+    GoTool(name="oras", module="oras.land/oras", package="oras.land/oras/cmd/oras", binary="oras"),
+    GoTool(
+        name="registry",
+        module="github.com/distribution/distribution/v3",
+        package="github.com/distribution/distribution/v3/cmd/registry",
+        binary="registry",
+        ldflags=("-X github.com/distribution/distribution/v3/version.version={version}",),
+    ),
 )
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +118,17 @@ class ModuleAsset:
 
 
 CAPI_CRDS = ModuleAsset(
-    name="cluster-api-crds", tool_dir="capi", module="sigs.k8s.io/cluster-api",
-    patterns=("core/config/crd/bases/*.yaml",), output="crds.json",
+    name="cluster-api-crds",
+    tool_dir="capi",
+    module="sigs.k8s.io/cluster-api",
+    patterns=("core/config/crd/bases/*.yaml",),
+    output="crds.json",
 )
 # kwok's binary has no built-in stages (kwokctl passes them in); these are its defaults.
 KWOK_STAGES = ModuleAsset(
-    name="kwok-stages", tool_dir="kwok", module="sigs.k8s.io/kwok",
+    name="kwok-stages",
+    tool_dir="kwok",
+    module="sigs.k8s.io/kwok",
     patterns=(
         "kustomize/stage/node/fast/node-initialize.yaml",
         "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
@@ -185,7 +197,11 @@ def plan_build(tool: GoTool, module_dir: Path) -> BuildPlan:
     go_sum = go_sum_path.read_text() if go_sum_path.exists() else ""
     version = pinned_version(go_mod, tool.module)
     minor = k8s_minor(go_mod) if any("{k8s_minor}" in flag for flag in tool.ldflags) else ""
-    ldflags = ["-s", "-w", *(flag.format(version=version, k8s_minor=minor) for flag in tool.ldflags)]
+    ldflags = [
+        "-s",
+        "-w",
+        *(flag.format(version=version, k8s_minor=minor) for flag in tool.ldflags),
+    ]
     args = ("build", "-trimpath", f"-tags={','.join(tool.tags)}", f"-ldflags={' '.join(ldflags)}")
     digest = hashlib.sha256(
         json.dumps([tool.name, tool.package, args, go_mod, go_sum]).encode()
@@ -228,9 +244,13 @@ def _go_env() -> dict[str, str]:
 
 
 def _go() -> str:
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    go = shutil.which("go") or (
+        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    )
     if go is None:
-        raise BuildError("`go` is not on PATH: the local fleet's binaries are built with Go >= 1.26")
+        raise BuildError(
+            "`go` is not on PATH: the local fleet's binaries are built with Go >= 1.26"
+        )
     return go
 
 
@@ -244,7 +264,9 @@ def _run_logged(command: list[str], cwd: Path, log_path: Path, label: str, repor
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=cwd, env=_go_env(), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=_go_env(), stdout=log, stderr=subprocess.STDOUT
+        )
         finished = threading.Event()
 
         def heartbeat() -> None:
@@ -287,7 +309,11 @@ def _extract(asset: ModuleAsset, report: Report) -> tuple[str, Path]:
     report(f"extracting {asset.name} from {asset.module} {version} in the Go module cache")
     result = subprocess.run(
         [_go(), "mod", "download", "-json", asset.module],
-        cwd=module_dir, env=_go_env(), capture_output=True, text=True, check=False,
+        cwd=module_dir,
+        env=_go_env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise BuildError(f"go mod download {asset.module} failed:\n{result.stdout}{result.stderr}")
@@ -296,7 +322,9 @@ def _extract(asset: ModuleAsset, report: Report) -> tuple[str, Path]:
     if len(files) < len(asset.patterns):
         raise BuildError(f"{asset.module} {version} lacks some of {', '.join(asset.patterns)}")
     if asset.output.endswith(".json"):
-        content = json.dumps([yaml.load(path.read_text(), Loader=yaml.CSafeLoader) for path in files])
+        content = json.dumps(
+            [yaml.load(path.read_text(), Loader=yaml.CSafeLoader) for path in files]
+        )
     else:
         content = "\n---\n".join(path.read_text().strip() for path in files) + "\n"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +353,9 @@ def ensure_toolchain(report: Report = _quiet, only: tuple[str, ...] = ()) -> Too
         toolchain.versions[tool.name] = plan.version
         if not plan.binary_path.exists() and (not only or tool.name in only):
             note = f" — {tool.note}" if tool.note else ""
-            report(f"[{index}/{len(TOOLS)}] building {tool.name} ({tool.module} {plan.version}){note}")
+            report(
+                f"[{index}/{len(TOOLS)}] building {tool.name} ({tool.module} {plan.version}){note}"
+            )
             started = time.monotonic()
             _build(plan, module_dir, report)
             report(f"[{index}/{len(TOOLS)}] built {tool.name} in {time.monotonic() - started:.0f}s")

@@ -63,7 +63,9 @@ def plan_fleet(clusters: int, datacenters: int) -> tuple[ClusterPlan, ...]:
     if not 1 <= clusters <= MAX_CLUSTERS:
         raise DevEnvError(f"--clusters must be between 1 and {MAX_CLUSTERS}, got {clusters}")
     if not 1 <= datacenters <= MAX_DATACENTERS:
-        raise DevEnvError(f"--datacenters must be between 1 and {MAX_DATACENTERS}, got {datacenters}")
+        raise DevEnvError(
+            f"--datacenters must be between 1 and {MAX_DATACENTERS}, got {datacenters}"
+        )
     if datacenters > clusters:
         raise DevEnvError(
             f"--datacenters ({datacenters}) is more than --clusters ({clusters}): "

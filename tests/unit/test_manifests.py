@@ -45,22 +45,26 @@ def test_provisioned_status_reads_as_ready_to_v1beta2_and_v1beta1_readers():
     now = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
     status = manifests.provisioned_status(PLAN, now)["status"]
     assert status["phase"] == "Provisioned"
-    assert status["initialization"] == {"infrastructureProvisioned": True,
-                                        "controlPlaneInitialized": True}
+    assert status["initialization"] == {
+        "infrastructureProvisioned": True,
+        "controlPlaneInitialized": True,
+    }
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["ControlPlaneAvailable"] == "True"
     assert conditions["Paused"] == "False"
     assert all(c["lastTransitionTime"] == "2026-11-23T12:00:00Z" for c in status["conditions"])
     assert {c["type"] for c in status["deprecated"]["v1beta1"]["conditions"]} >= {
-        "Ready", "ControlPlaneReady"
+        "Ready",
+        "ControlPlaneReady",
     }
     assert status["workers"]["readyReplicas"] == 4
 
 
 def test_kubeconfig_secret_is_shaped_as_cluster_api_writes_it():
     ca = new_ca("test")
-    text = manifests.kubeconfig("gpu-02", "https://127.0.0.1:6443", ca.cert_pem, "admin",
-                                ca.issue("admin", client=True))
+    text = manifests.kubeconfig(
+        "gpu-02", "https://127.0.0.1:6443", ca.cert_pem, "admin", ca.issue("admin", client=True)
+    )
     secret = manifests.kubeconfig_secret("gpu-02", "fleet-clusters", "uid-1", text)
     assert secret["type"] == "cluster.x-k8s.io/secret"
     assert secret["metadata"]["name"] == "gpu-02-kubeconfig"

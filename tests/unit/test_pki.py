@@ -1,6 +1,6 @@
+import socket
 import ssl
 import threading
-import socket
 
 import pytest
 
@@ -29,8 +29,10 @@ def _handshake(tmp_path, server_ca, trusted_ca, host="127.0.0.1"):
     thread.start()
     client_context = ssl.create_default_context(cadata=trusted_ca.cert_pem.decode())
     try:
-        with socket.create_connection(("127.0.0.1", port)) as raw, \
-                client_context.wrap_socket(raw, server_hostname=host):
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            client_context.wrap_socket(raw, server_hostname=host),
+        ):
             pass
     finally:
         thread.join(5)

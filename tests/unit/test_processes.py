@@ -1,6 +1,7 @@
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from fleet.devenv.processes import PortAllocator, ProcessRecord, is_running, start, stop
@@ -19,9 +20,13 @@ def test_started_process_is_recorded_and_stopped(tmp_path):
 
 def test_process_ignoring_sigterm_is_killed(tmp_path):
     script = tmp_path / "stubborn.sh"
-    script.write_text("#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 1; done\n")
+    trapped = tmp_path / "trapped"
+    script.write_text(f"#!/bin/sh\ntrap '' TERM\ntouch {trapped}\nwhile :; do sleep 1; done\n")
     script.chmod(0o755)
     process = start("stubborn", [str(script)], tmp_path / "stubborn.log")
+    deadline = time.monotonic() + 10
+    while not trapped.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert stop([process.record], grace=0.5) == ["stubborn"]
     assert not is_running(process.record)
 
@@ -39,8 +44,11 @@ def test_a_reused_pid_is_never_taken_for_ours(tmp_path):
 
 
 def test_exit_reason_quotes_the_log(tmp_path):
-    process = start("failing", ["/bin/sh", "-c", "echo 'bind: address already in use'; exit 3"],
-                    tmp_path / "failing.log")
+    process = start(
+        "failing",
+        ["/bin/sh", "-c", "echo 'bind: address already in use'; exit 3"],
+        tmp_path / "failing.log",
+    )
     process._popen.wait()
     reason = process.exit_reason()
     assert reason.startswith("failing exited with code 3;")
@@ -54,9 +62,12 @@ def test_ports_are_not_handed_out_twice():
 
 
 def test_state_round_trips(tmp_path):
-    state = FleetState(state_dir=str(tmp_path), namespace="fleet-clusters", ready=True,
-                       clusters=[ClusterInfo("gpu-01", "dc-1", "https://127.0.0.1:1", "k", "T4",
-                                             2, 2, 1)],
-                       processes=[ProcessRecord("etcd", 1, 2, ("etcd",), "etcd.log")])
+    state = FleetState(
+        state_dir=str(tmp_path),
+        namespace="fleet-clusters",
+        ready=True,
+        clusters=[ClusterInfo("gpu-01", "dc-1", "https://127.0.0.1:1", "k", "T4", 2, 2, 1)],
+        processes=[ProcessRecord("etcd", 1, 2, ("etcd",), "etcd.log")],
+    )
     state.save()
     assert load_state(Path(tmp_path)) == state

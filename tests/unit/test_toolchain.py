@@ -21,13 +21,17 @@ replace (
 
 def test_pinned_version_reads_require_and_prefers_replace():
     assert pinned_version(KUBE_GO_MOD, "k8s.io/kubernetes") == "v1.35.4"
-    assert pinned_version("require (\n\tfoo.io/x v1.0.0\n)\nreplace foo.io/x => foo.io/x v1.0.1\n",
-                          "foo.io/x") == "v1.0.1"
+    assert (
+        pinned_version(
+            "require (\n\tfoo.io/x v1.0.0\n)\nreplace foo.io/x => foo.io/x v1.0.1\n", "foo.io/x"
+        )
+        == "v1.0.1"
+    )
     assert k8s_minor(KUBE_GO_MOD) == "35"
 
 
 def test_missing_pin_names_the_module():
-    with pytest.raises(BuildError, match="go.mod pins no version of sigs.k8s.io/kwok"):
+    with pytest.raises(BuildError, match=r"go\.mod pins no version of sigs\.k8s\.io/kwok"):
         pinned_version(KUBE_GO_MOD, "sigs.k8s.io/kwok")
 
 

@@ -13,8 +13,12 @@ def test_three_clusters_over_two_datacenters():
         ("gpu-02", "dc-2", "NVIDIA-A100-SXM4-80GB"),
         ("gpu-03", "dc-1", "NVIDIA-L40S"),
     ]
-    assert [p.node_names for p in plans][1] == ("gpu-02-gpu-0", "gpu-02-gpu-1", "gpu-02-gpu-2",
-                                                "gpu-02-cpu-0")
+    assert [p.node_names for p in plans][1] == (
+        "gpu-02-gpu-0",
+        "gpu-02-gpu-1",
+        "gpu-02-gpu-2",
+        "gpu-02-cpu-0",
+    )
     assert plans[1].gpu_count == 24
 
 
@@ -31,11 +35,14 @@ def test_every_datacenter_gets_a_cluster_and_names_are_unique(clusters, datacent
     assert all(p.gpu_nodes >= 2 and p.cpu_nodes >= 1 for p in plans)
 
 
-@pytest.mark.parametrize(("clusters", "datacenters", "message"), [
-    (0, 1, "--clusters must be between 1 and 50, got 0"),
-    (51, 1, "--clusters must be between 1 and 50, got 51"),
-    (2, 0, "--datacenters must be between 1 and 10, got 0"),
-])
+@pytest.mark.parametrize(
+    ("clusters", "datacenters", "message"),
+    [
+        (0, 1, "--clusters must be between 1 and 50, got 0"),
+        (51, 1, "--clusters must be between 1 and 50, got 51"),
+        (2, 0, "--datacenters must be between 1 and 10, got 0"),
+    ],
+)
 def test_out_of_range_sizes_are_refused(clusters, datacenters, message):
     with pytest.raises(DevEnvError) as error:
         plan_fleet(clusters, datacenters)

@@ -1,0 +1,150 @@
+"""Nothing outlives the local fleet: not after `down`, Ctrl-C, nor a killed `up`.
+
+Each test runs its own one-cluster fleet in its own state directory.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fleet.devenv.processes import is_running
+from fleet.devenv.state import FleetState, load_state
+
+from .conftest import fleet_cli
+
+LISTEN = "0A"
+
+
+def listening_ports_of(pids: list[int]) -> set[int]:
+    """TCP ports in LISTEN state whose socket belongs to one of `pids`."""
+    inodes = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            links = [str(fd.readlink()) for fd in fd_dir.iterdir()]
+        except (FileNotFoundError, PermissionError):
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == LISTEN and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def listening_ports() -> set[int]:
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == LISTEN:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_down_leaves_no_process_and_no_listening_port(tmp_path):
+    state_dir = tmp_path / "fleet"
+    started = fleet_cli(
+        "dev",
+        "up",
+        "--clusters",
+        "1",
+        "--datacenters",
+        "1",
+        "--state-dir",
+        str(state_dir),
+        "-o",
+        "json",
+    )
+    assert started.returncode == 0, started.stderr
+    state = load_state(state_dir)
+    pids = [record.pid for record in state.processes]
+    ports = listening_ports_of(pids)
+    api_ports = {
+        int(state.management_server.rsplit(":", 1)[1]),
+        int(state.clusters[0].server.rsplit(":", 1)[1]),
+    }
+    assert api_ports <= ports
+    assert all(port_bound_to_loopback(port) for port in ports)
+
+    stopped = fleet_cli("dev", "down", "--state-dir", str(state_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == f"stopped {len(pids)} processes; {state_dir} removed\n"
+    assert not any(is_running(record) for record in state.processes)
+    assert not ports & listening_ports()
+    assert not state_dir.exists()
+
+
+def port_bound_to_loopback(port: int) -> bool:
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, hex_port = fields[1].split(":")
+        if int(hex_port, 16) == port and fields[3] == LISTEN:
+            return address == "0100007F"
+    return False
+
+
+def start_up_in_background(state_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleet",
+            "dev",
+            "up",
+            "--clusters",
+            "1",
+            "--datacenters",
+            "1",
+            "--state-dir",
+            str(state_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_processes(state_dir: Path, count: int) -> FleetState:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = load_state(state_dir) if (state_dir / "state.json").exists() else None
+        if state and len(state.processes) >= count:
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"`fleet dev up` did not start {count} processes in 60s")
+
+
+def test_ctrl_c_during_up_stops_everything_it_started(tmp_path):
+    state_dir = tmp_path / "fleet"
+    up = start_up_in_background(state_dir)
+    wait_for_processes(state_dir, 4)
+    up.send_signal(signal.SIGINT)
+    _, stderr = up.communicate(timeout=60)
+    assert up.returncode == 130
+    assert "error: interrupted; every process started so far was stopped" in stderr
+    state = load_state(state_dir)
+    assert len(state.processes) >= 4
+    assert not any(is_running(record) for record in state.processes)
+
+
+def test_down_stops_what_a_killed_up_left_behind(tmp_path):
+    state_dir = tmp_path / "fleet"
+    up = start_up_in_background(state_dir)
+    wait_for_processes(state_dir, 4)
+    up.kill()
+    up.wait()
+    state = load_state(state_dir)
+    orphans = [record for record in state.processes if is_running(record)]
+    assert orphans, "the fleet's processes run detached, so they outlive a killed `up`"
+
+    stopped = fleet_cli("dev", "down", "--state-dir", str(state_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert not state_dir.exists()
+    assert not any(is_running(record) for record in state.processes)
