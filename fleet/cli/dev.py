@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,6 +164,29 @@ def kubeconfig(terminal: Terminal, cluster: str | None, state_dir: Path) -> None
     except FleetError as error:
         terminal.abort(str(error))
     terminal.print(path)
+
+
+@dev.command()
+@click.argument("cluster", required=False)
+@state_dir_option
+@click.pass_obj
+def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
+    """Print shell exports for kubectl, helm and oras and the fleet's KUBECONFIG.
+
+    \b
+    Use it as:  eval "$(fleet dev env)"        # the management cluster
+                eval "$(fleet dev env gpu-01)" # a workload cluster
+    """
+    try:
+        state = localfleet.require_state(state_dir)
+        path = state.cluster(cluster).kubeconfig if cluster else state.management_kubeconfig
+        toolchain = ensure_toolchain()
+        tools = [toolchain.path(name).parent for name in ("kubectl", "helm", "oras")]
+    except FleetError as error:
+        terminal.abort(str(error))
+    bin_dirs = ":".join(shlex.quote(str(directory)) for directory in dict.fromkeys(tools))
+    terminal.print(f'export PATH={bin_dirs}:"$PATH"')
+    terminal.print(f"export KUBECONFIG={shlex.quote(path)}")
 
 
 def _summary(state: FleetState) -> dict[str, Any]:

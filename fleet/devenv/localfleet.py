@@ -280,7 +280,7 @@ class _Bringup:
             f"{plan.name}-kwok",
             controlplane.kwok_command(self.toolchain.path("kwok"), files, stages),
         )
-        for node in manifests.nodes(plan):
+        for node in manifests.nodes(plan, self.toolchain.versions["kube"]):
             api.create("/api/v1/nodes", node)
 
         def nodes_ready() -> bool:

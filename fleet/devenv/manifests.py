@@ -61,7 +61,9 @@ def kubeconfig(name: str, server: str, ca_pem: bytes, user: str, client: KeyPair
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _node(name: str, labels: dict[str, str], capacity: dict[str, str], taints: list[JSON]) -> JSON:
+def _node(
+    name: str, labels: dict[str, str], capacity: dict[str, str], taints: list[JSON], version: str
+) -> JSON:
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -83,8 +85,8 @@ def _node(name: str, labels: dict[str, str], capacity: dict[str, str], taints: l
             "nodeInfo": {
                 "architecture": "amd64",
                 "operatingSystem": "linux",
-                "kubeletVersion": "fake",
-                "kubeProxyVersion": "fake",
+                "kubeletVersion": version,
+                "kubeProxyVersion": version,
                 "containerRuntimeVersion": "",
                 "bootID": "",
                 "machineID": "",
@@ -96,7 +98,7 @@ def _node(name: str, labels: dict[str, str], capacity: dict[str, str], taints: l
     }
 
 
-def nodes(plan: ClusterPlan) -> list[JSON]:
+def nodes(plan: ClusterPlan, kubelet_version: str) -> list[JSON]:
     """GPU nodes (GFD-style labels, `nvidia.com/gpu` capacity, GPU taint) and CPU nodes."""
     gpu = plan.gpu
     gpu_labels = {
@@ -120,10 +122,11 @@ def nodes(plan: ClusterPlan) -> list[JSON]:
                 "ephemeral-storage": "2Ti",
                 GPU_RESOURCE: str(gpu.per_node),
             }
-            result.append(_node(name, gpu_labels, capacity, gpu_taint))
+            result.append(_node(name, gpu_labels, capacity, gpu_taint, kubelet_version))
         else:
             capacity = {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}
-            result.append(_node(name, {"node-role.kubernetes.io/worker": ""}, capacity, []))
+            worker = {"node-role.kubernetes.io/worker": ""}
+            result.append(_node(name, worker, capacity, [], kubelet_version))
     return result
 
 

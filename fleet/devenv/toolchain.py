@@ -58,7 +58,7 @@ TOOLS: tuple[GoTool, ...] = (
         module="k8s.io/kubernetes",
         package=".",
         binary="kube",
-        aliases=("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+        aliases=("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
         tags=("selinux", "notest", "grpcnotrace"),
         ldflags=tuple(
             flag
@@ -298,6 +298,9 @@ def _build(plan: BuildPlan, module_dir: Path, report: Report) -> None:
         (staging / alias).symlink_to(plan.tool.binary)
     shutil.rmtree(plan.output_dir, ignore_errors=True)
     staging.rename(plan.output_dir)
+    for superseded in plan.output_dir.parent.iterdir():
+        if superseded != plan.output_dir:
+            shutil.rmtree(superseded, ignore_errors=True)
 
 
 def _extract(asset: ModuleAsset, report: Report) -> tuple[str, Path]:

@@ -11,7 +11,7 @@ PLAN = plan_fleet(2, 1)[1]  # gpu-02: 3 A100 nodes, 1 CPU node
 
 
 def test_gpu_nodes_carry_gfd_labels_capacity_and_taint():
-    nodes = manifests.nodes(PLAN)
+    nodes = manifests.nodes(PLAN, "v1.35.4")
     gpu = [n for n in nodes if n["metadata"]["labels"].get("nvidia.com/gpu.present") == "true"]
     cpu = [n for n in nodes if n not in gpu]
     assert [n["metadata"]["name"] for n in gpu] == ["gpu-02-gpu-0", "gpu-02-gpu-1", "gpu-02-gpu-2"]
@@ -27,6 +27,7 @@ def test_gpu_nodes_carry_gfd_labels_capacity_and_taint():
         ]
     assert "nvidia.com/gpu" not in cpu[0]["status"]["allocatable"]
     assert all(n["metadata"]["annotations"] == {"kwok.x-k8s.io/node": "fake"} for n in nodes)
+    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {"v1.35.4"}
 
 
 def test_cluster_carries_datacenter_and_gpu_facts():
