@@ -20,6 +20,10 @@ POD_CIDR = "10.244.0.0/16"
 HOSTS = ("127.0.0.1", "localhost")
 ADMIN_USER = "kubernetes-admin"
 
+# Go's default GOGC=100 lets the heap grow to twice the live data; at 50 an idle
+# API server holds ~45 MiB less, for a little more GC work. Measured in README.
+KUBE_ENV = {"GOGC": "50"}
+
 # (file stem, certificate common name, organizations)
 _CLIENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("admin", ADMIN_USER, ("system:masters",)),

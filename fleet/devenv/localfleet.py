@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,7 @@ class _Bringup:
         }
         registries = self._start_registries(datacenters)
         for files in (management, *workloads.values()):
-            self.startup.start(
+            self._start_kube(
                 f"{files.name}-apiserver",
                 controlplane.apiserver_command(
                     self.toolchain.path("kube-apiserver"), files, etcd_url
@@ -143,7 +143,7 @@ class _Bringup:
                 *(pool.submit(self._workload_plane, plan, workloads[plan.name]) for plan in plans),
             ]
             try:
-                for future in futures:
+                for future in as_completed(futures):
                     future.result()
             except BaseException:
                 self.startup.aborted.set()
@@ -224,7 +224,7 @@ class _Bringup:
         api = admin_api(files)
         self.wait(api.healthy, "the management API server to be ready", API_READY_TIMEOUT)
         self.report(f"management API server ready ({_elapsed(self.began)})")
-        self.startup.start(
+        self._start_kube(
             "management-controller-manager",
             controlplane.controller_manager_command(
                 self.toolchain.path("kube-controller-manager"), files
@@ -254,6 +254,9 @@ class _Bringup:
             f"management plane ready: {len(crds)} Cluster API CRDs ({_elapsed(self.began)})"
         )
 
+    def _start_kube(self, name: str, command: list[str]) -> None:
+        self.startup.start(name, command, controlplane.KUBE_ENV)
+
     def _wait_leader(self, api: KubeAPI, lease: str, plane: str) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}"
         self.wait(
@@ -266,13 +269,13 @@ class _Bringup:
         api = admin_api(files)
         self.wait(api.healthy, f"the {plan.name} API server to be ready", API_READY_TIMEOUT)
         stages = self.toolchain.asset(KWOK_STAGES)
-        self.startup.start(
+        self._start_kube(
             f"{plan.name}-controller-manager",
             controlplane.controller_manager_command(
                 self.toolchain.path("kube-controller-manager"), files
             ),
         )
-        self.startup.start(
+        self._start_kube(
             f"{plan.name}-scheduler",
             controlplane.scheduler_command(self.toolchain.path("kube-scheduler"), files),
         )

@@ -41,19 +41,30 @@ def timed(*args: str, env: dict[str, str] | None = None) -> float:
     return time.monotonic() - started
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+MEMORY_FIELDS = ("Rss", "Pss", "Anonymous")
 
 
-def plane_rss(state: FleetState, plane: str) -> float:
-    return sum(rss_mib(p.pid) for p in state.processes if p.name.startswith(f"{plane}-"))
+def memory_mib(pid: int) -> dict[str, float]:
+    """RSS, PSS and anonymous memory of one process, from /proc/PID/smaps_rollup.
+
+    RSS counts the pages of the shared multi-call Kubernetes binary once per
+    process; PSS splits shared pages between the processes that map them.
+    """
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        fields[key] = int(value.split()[0]) / 1024
+    return {key: fields[key] for key in MEMORY_FIELDS}
+
+
+def plane_memory(state: FleetState, prefix: str) -> dict[str, float]:
+    members = [memory_mib(p.pid) for p in state.processes if p.name.startswith(prefix)]
+    return {key: sum(member[key] for member in members) for key in MEMORY_FIELDS}
 
 
 def measure_up(clusters: int, repeat: int, settle: float) -> dict[str, float]:
-    times, management, workload, etcd = [], [], [], []
+    times: list[float] = []
+    memory: dict[str, list[float]] = {}
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
             state_dir = Path(tmp) / "fleet"
@@ -75,16 +86,19 @@ def measure_up(clusters: int, repeat: int, settle: float) -> dict[str, float]:
             time.sleep(settle)
             state = load_state(state_dir)
             assert state is not None
-            management.append(plane_rss(state, "management"))
-            workload.append(plane_rss(state, state.clusters[0].name))
-            etcd.append(sum(rss_mib(p.pid) for p in state.processes if p.name == "etcd"))
+            planes = {
+                "management": plane_memory(state, "management-"),
+                "workload": plane_memory(state, f"{state.clusters[0].name}-"),
+                "etcd": plane_memory(state, "etcd"),
+            }
+            for plane, figures in planes.items():
+                for key, value in figures.items():
+                    memory.setdefault(f"{plane}_{key.lower()}_mib", []).append(value)
             fleet("dev", "down", "--state-dir", str(state_dir))
     return {
         "up_seconds_median": statistics.median(times),
         "up_seconds_min": min(times),
-        "management_rss_mib": statistics.median(management),
-        "workload_rss_mib": statistics.median(workload),
-        "etcd_rss_mib": statistics.median(etcd),
+        **{key: statistics.median(values) for key, values in memory.items()},
     }
 
 

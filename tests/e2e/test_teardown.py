@@ -11,8 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from fleet.devenv import localfleet
 from fleet.devenv.processes import is_running
 from fleet.devenv.state import FleetState, load_state
+from fleet.devenv.toolchain import Toolchain, ensure_toolchain
+from fleet.devenv.topology import plan_fleet
+from fleet.errors import DevEnvError
 
 from .conftest import fleet_cli
 
@@ -147,4 +153,29 @@ def test_down_stops_what_a_killed_up_left_behind(tmp_path):
     stopped = fleet_cli("dev", "down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0, stopped.stderr
     assert not state_dir.exists()
+    assert not any(is_running(record) for record in state.processes)
+
+
+def test_a_component_dying_at_start_is_named_with_its_log_and_nothing_is_left(tmp_path):
+    broken = tmp_path / "bin" / "kube-apiserver"
+    broken.parent.mkdir()
+    broken.write_text(
+        "#!/bin/sh\necho 'listen tcp 127.0.0.1:6443: bind: address already in use'\nexit 1\n"
+    )
+    broken.chmod(0o755)
+    real = ensure_toolchain()
+    toolchain = Toolchain(
+        binaries={**real.binaries, "kube-apiserver": broken},
+        versions=real.versions,
+        assets=real.assets,
+    )
+    state_dir = tmp_path / "fleet"
+    with pytest.raises(DevEnvError) as error:
+        localfleet.up(state_dir, plan_fleet(1, 1), toolchain=toolchain)
+    message = str(error.value)
+    assert "exited with code 1" in message
+    assert "-apiserver.log" in message
+    assert "bind: address already in use" in message
+    state = load_state(state_dir)
+    assert {"etcd", "registry-dc-1"} <= {record.name for record in state.processes}
     assert not any(is_running(record) for record in state.processes)

@@ -56,3 +56,15 @@ def test_every_tool_module_pins_its_version():
     for tool in TOOLS:
         plan = plan_build(tool, tools_dir() / tool.name)
         assert plan.version.startswith("v"), tool.name
+
+
+def test_a_missing_binary_says_how_to_rebuild_it(tmp_path):
+    from fleet.devenv.toolchain import Toolchain
+
+    toolchain = Toolchain(binaries={"etcd": tmp_path / "etcd"})
+    with pytest.raises(BuildError) as error:
+        toolchain.path("etcd")
+    assert (
+        str(error.value)
+        == f"{tmp_path / 'etcd'} is missing; run `fleet dev build` to build it again"
+    )
