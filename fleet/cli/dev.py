@@ -159,8 +159,7 @@ def down(terminal: Terminal, keep_files: bool, state_dir: Path) -> None:
 def kubeconfig(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
     """Print the path of the management kubeconfig, or of CLUSTER's (admin)."""
     try:
-        state = localfleet.require_state(state_dir)
-        path = state.cluster(cluster).kubeconfig if cluster else state.management_kubeconfig
+        path = localfleet.require_state(state_dir).kubeconfig(cluster)
     except FleetError as error:
         terminal.abort(str(error))
     terminal.print(path)
@@ -178,8 +177,7 @@ def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
                 eval "$(fleet dev env gpu-01)" # a workload cluster
     """
     try:
-        state = localfleet.require_state(state_dir)
-        path = state.cluster(cluster).kubeconfig if cluster else state.management_kubeconfig
+        path = localfleet.require_state(state_dir).kubeconfig(cluster)
         toolchain = ensure_toolchain()
         tools = [toolchain.path(name).parent for name in ("kubectl", "helm", "oras")]
     except FleetError as error:

@@ -61,6 +61,10 @@ class FleetState:
         known = ", ".join(info.name for info in self.clusters) or "none"
         raise DevEnvError(f"no cluster named {name!r} in the local fleet (clusters: {known})")
 
+    def kubeconfig(self, cluster: str | None = None) -> str:
+        """The admin kubeconfig of `cluster`, or of the management cluster."""
+        return self.cluster(cluster).kubeconfig if cluster else self.management_kubeconfig
+
     def save(self) -> None:
         data: dict[str, Any] = asdict(self)
         data["format"] = FORMAT

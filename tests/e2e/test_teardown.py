@@ -23,94 +23,59 @@ from fleet.errors import DevEnvError
 from .conftest import fleet_cli
 
 LISTEN = "0A"
+UP_ONE_CLUSTER = ("dev", "up", "--clusters", "1", "--datacenters", "1")
 
 
-def listening_ports_of(pids: list[int]) -> set[int]:
-    """TCP ports in LISTEN state whose socket belongs to one of `pids`."""
-    inodes = set()
-    for pid in pids:
-        fd_dir = Path(f"/proc/{pid}/fd")
-        try:
-            links = [str(fd.readlink()) for fd in fd_dir.iterdir()]
-        except (FileNotFoundError, PermissionError):
-            continue
-        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == LISTEN and fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def listening_ports() -> set[int]:
-    ports = set()
+def listening_sockets() -> list[tuple[str, int, str]]:
+    """(hex address, port, socket inode) of every TCP socket in LISTEN state."""
+    sockets = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             if fields[3] == LISTEN:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+                address, port = fields[1].rsplit(":", 1)
+                sockets.append((address, int(port, 16), fields[9]))
+    return sockets
+
+
+def socket_inodes(pids: list[int]) -> set[str]:
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [str(fd.readlink()) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except (FileNotFoundError, PermissionError):
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    return inodes
 
 
 def test_down_leaves_no_process_and_no_listening_port(tmp_path):
     state_dir = tmp_path / "fleet"
-    started = fleet_cli(
-        "dev",
-        "up",
-        "--clusters",
-        "1",
-        "--datacenters",
-        "1",
-        "--state-dir",
-        str(state_dir),
-        "-o",
-        "json",
-    )
+    started = fleet_cli(*UP_ONE_CLUSTER, "--state-dir", str(state_dir), "-o", "json")
     assert started.returncode == 0, started.stderr
     state = load_state(state_dir)
     pids = [record.pid for record in state.processes]
-    ports = listening_ports_of(pids)
+    ours = socket_inodes(pids)
+    sockets = [(address, port) for address, port, inode in listening_sockets() if inode in ours]
+    ports = {port for _, port in sockets}
     api_ports = {
         int(state.management_server.rsplit(":", 1)[1]),
         int(state.clusters[0].server.rsplit(":", 1)[1]),
     }
     assert api_ports <= ports
-    assert all(port_bound_to_loopback(port) for port in ports)
+    assert {address for address, _ in sockets} == {"0100007F"}, "127.0.0.1 only"
 
     stopped = fleet_cli("dev", "down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout == f"stopped {len(pids)} processes; {state_dir} removed\n"
     assert not any(is_running(record) for record in state.processes)
-    assert not ports & listening_ports()
+    assert not ports & {port for _, port, _ in listening_sockets()}
     assert not state_dir.exists()
-
-
-def port_bound_to_loopback(port: int) -> bool:
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        address, hex_port = fields[1].split(":")
-        if int(hex_port, 16) == port and fields[3] == LISTEN:
-            return address == "0100007F"
-    return False
 
 
 def start_up_in_background(state_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fleet",
-            "dev",
-            "up",
-            "--clusters",
-            "1",
-            "--datacenters",
-            "1",
-            "--state-dir",
-            str(state_dir),
-        ],
+        [sys.executable, "-m", "fleet", *UP_ONE_CLUSTER, "--state-dir", str(state_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
