@@ -1,0 +1,17 @@
+"""The management-cluster API of fleet (group fleet.mlops.dev, v1alpha1) and of Cluster API."""
+
+from pathlib import Path
+
+GROUP = "fleet.mlops.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CRD_DIR = Path(__file__).parent / "crds"
+
+CAPI_GROUP = "cluster.x-k8s.io"
+CAPI_VERSIONS = ("v1beta2", "v1beta1")
+
+LABEL_DATACENTER = f"{GROUP}/datacenter"
+LABEL_CLUSTER = f"{GROUP}/cluster"
+LABEL_PROFILE = f"{GROUP}/profile"
+FIELD_MANAGER = "fleet"
+CLEANUP_FINALIZER = f"{GROUP}/cleanup"

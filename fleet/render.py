@@ -1,0 +1,186 @@
+"""Render an add-on's templates for one cluster: sandboxed Jinja2, then YAML.
+
+Every template of every add-on is rendered before anything is applied, so a
+broken template leaves a cluster untouched. Undefined variables are errors
+(StrictUndefined), and the error names the add-on, the template, the line and
+the variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from fleet.api.models import Addon, Cluster, Datacenter
+from fleet.errors import PermanentError
+
+JSON = dict[str, Any]
+
+
+class RenderError(PermanentError):
+    def __init__(self, addon: str, template: str, line: int | None, problem: str) -> None:
+        where = f"template {template!r}" + (f" line {line}" if line else "")
+        super().__init__(f"add-on {addon}: {where}: {problem}")
+        self.addon, self.template, self.line, self.problem = addon, template, line, problem
+
+
+@dataclass(frozen=True, slots=True)
+class GPUInventory:
+    """What the workload cluster's nodes say about its GPUs (GFD labels, allocatable)."""
+
+    products: Mapping[str, int] = field(default_factory=dict)
+    gpu_nodes: int = 0
+    mig_capable_nodes: int = 0
+    nodes: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.products.values())
+
+    def as_context(self) -> JSON:
+        return {
+            "products": dict(sorted(self.products.items())),
+            "total": self.total,
+            "gpu_nodes": self.gpu_nodes,
+            "mig_capable_nodes": self.mig_capable_nodes,
+            "nodes": self.nodes,
+        }
+
+
+def gpu_inventory(nodes: list[JSON]) -> GPUInventory:
+    products: dict[str, int] = {}
+    gpu_nodes = mig = 0
+    for node in nodes:
+        labels = node.get("metadata", {}).get("labels") or {}
+        count = int((node.get("status", {}).get("allocatable") or {}).get("nvidia.com/gpu", 0))
+        if count <= 0:
+            continue
+        gpu_nodes += 1
+        product = labels.get("nvidia.com/gpu.product", "unknown")
+        products[product] = products.get(product, 0) + count
+        mig += labels.get("nvidia.com/mig.capable") == "true"
+    return GPUInventory(
+        products=products, gpu_nodes=gpu_nodes, mig_capable_nodes=mig, nodes=len(nodes)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RenderContext:
+    cluster: Cluster
+    datacenter: Datacenter | None
+    gpu: GPUInventory
+
+    def variables(self, addon: Addon, values: JSON) -> JSON:
+        cluster = self.cluster
+        datacenter = self.datacenter
+        return {
+            "cluster": {
+                "name": cluster.name,
+                "namespace": cluster.namespace,
+                "labels": cluster.labels,
+                "annotations": cluster.annotations,
+                "topology": cluster.topology,
+                "endpoint": cluster.endpoint,
+                "datacenter": cluster.datacenter,
+            },
+            "datacenter": {
+                "name": datacenter.name,
+                "region": datacenter.region,
+                "registry": datacenter.registry,
+                "prometheus": datacenter.prometheus,
+            }
+            if datacenter
+            else {},
+            "gpu": self.gpu.as_context(),
+            "values": values,
+            "addon": {"name": addon.name, "namespace": addon.default_namespace},
+        }
+
+
+def _to_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip("\n")
+
+
+def _b64encode(value: str) -> str:
+    return base64.b64encode(str(value).encode()).decode()
+
+
+def _environment() -> jinja2.Environment:
+    environment = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    environment.filters.update(to_yaml=_to_yaml, b64encode=_b64encode)
+    return environment
+
+
+ENVIRONMENT = _environment()
+_UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
+
+
+def _template_line(error: BaseException) -> int | None:
+    """The template line an error was raised at (Jinja rewrites tracebacks to point there)."""
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(error.__traceback__)
+        if frame.filename == "<template>"
+    ]
+    return lines[-1] if lines else None
+
+
+def render_text(addon: str, name: str, text: str, variables: JSON) -> str:
+    try:
+        return ENVIRONMENT.from_string(text).render(variables)
+    except jinja2.TemplateSyntaxError as error:
+        raise RenderError(addon, name, error.lineno, f"syntax error: {error.message}") from error
+    except jinja2.UndefinedError as error:
+        match = _UNDEFINED.search(str(error))
+        variable = next((g for g in match.groups() if g), "?") if match else "?"
+        raise RenderError(
+            addon, name, _template_line(error), f"undefined variable {variable!r} ({error})"
+        ) from error
+    except jinja2.exceptions.SecurityError as error:
+        raise RenderError(addon, name, _template_line(error), f"not allowed: {error}") from error
+    except (TypeError, ValueError, ArithmeticError, LookupError) as error:
+        raise RenderError(addon, name, _template_line(error), str(error)) from error
+
+
+def parse_objects(addon: str, name: str, text: str) -> list[JSON]:
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise RenderError(addon, name, line, f"rendered YAML is invalid: {error}") from error
+    objects = []
+    for index, document in enumerate(documents):
+        if not isinstance(document, dict):
+            raise RenderError(addon, name, None, f"document {index + 1} is not a mapping")
+        missing = [k for k in ("apiVersion", "kind") if not document.get(k)]
+        if not (document.get("metadata") or {}).get("name"):
+            missing.append("metadata.name")
+        if missing:
+            raise RenderError(addon, name, None, f"document {index + 1} lacks {', '.join(missing)}")
+        objects.append(document)
+    return objects
+
+
+def render_manifests(addon: Addon, values: JSON, context: RenderContext) -> list[JSON]:
+    """All objects of a `manifests` add-on for one cluster, in template-name order."""
+    variables = context.variables(addon, values)
+    objects: list[JSON] = []
+    for name, text in addon.templates:
+        rendered = render_text(addon.name, name, text, variables)
+        objects.extend(parse_objects(addon.name, name, rendered))
+    return objects

@@ -1,0 +1,157 @@
+import pytest
+
+from fleet.api.models import parse_addon, parse_cluster, parse_datacenter
+from fleet.render import RenderContext, RenderError, gpu_inventory, render_manifests
+
+CLUSTER = parse_cluster(
+    {
+        "metadata": {
+            "name": "gpu-01",
+            "namespace": "fleet-clusters",
+            "labels": {"fleet.mlops.dev/datacenter": "dc-1"},
+        },
+        "spec": {
+            "controlPlaneEndpoint": {"host": "127.0.0.1", "port": 6443},
+            "topology": {
+                "classRef": {"name": "gpu-class"},
+                "version": "v1.35.4",
+                "variables": [{"name": "migStrategy", "value": "single"}],
+            },
+        },
+    }
+)
+DATACENTER = parse_datacenter(
+    {"metadata": {"name": "dc-1"}, "spec": {"registry": {"url": "127.0.0.1:5000"}}}
+)
+NODES = [
+    {
+        "metadata": {
+            "labels": {"nvidia.com/gpu.product": "H100", "nvidia.com/mig.capable": "true"}
+        },
+        "status": {"allocatable": {"nvidia.com/gpu": "8"}},
+    },
+    {
+        "metadata": {"labels": {"nvidia.com/gpu.product": "H100"}},
+        "status": {"allocatable": {"nvidia.com/gpu": "8"}},
+    },
+    {"metadata": {"labels": {}}, "status": {"allocatable": {"cpu": "32"}}},
+]
+CONTEXT = RenderContext(CLUSTER, DATACENTER, gpu_inventory(NODES))
+
+
+def addon(templates):
+    return parse_addon(
+        {
+            "kind": "Addon",
+            "metadata": {"name": "cache", "namespace": "fleet-clusters"},
+            "spec": {
+                "kind": "manifests",
+                "defaultNamespace": "model-cache",
+                "templates": templates,
+            },
+        }
+    )
+
+
+def test_gpu_inventory_counts_products_nodes_and_mig():
+    inventory = gpu_inventory(NODES)
+    assert inventory.as_context() == {
+        "products": {"H100": 16},
+        "total": 16,
+        "gpu_nodes": 2,
+        "mig_capable_nodes": 1,
+        "nodes": 3,
+    }
+
+
+def test_templates_see_cluster_datacenter_gpu_and_values():
+    objects = render_manifests(
+        addon(
+            {
+                "cm.yaml": (
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ cluster.name }}-facts\n"
+                    "  namespace: {{ addon.namespace }}\ndata:\n"
+                    "  registry: {{ datacenter.registry.url }}\n"
+                    '  gpus: "{{ gpu.total }}"\n'
+                    "  class: {{ cluster.topology.class }}\n"
+                    "  mig: {{ cluster.topology.variables.migStrategy }}\n"
+                    '  replicas: "{{ values.replicas }}"\n'
+                    "{% for product, count in gpu.products.items() %}\n"
+                    '  product-{{ product }}: "{{ count }}"\n'
+                    "{% endfor %}\n"
+                ),
+            }
+        ),
+        {"replicas": 2},
+        CONTEXT,
+    )
+    assert objects == [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "gpu-01-facts", "namespace": "model-cache"},
+            "data": {
+                "registry": "127.0.0.1:5000",
+                "gpus": "16",
+                "class": "gpu-class",
+                "mig": "single",
+                "replicas": "2",
+                "product-H100": "16",
+            },
+        }
+    ]
+
+
+def test_undefined_variable_names_addon_template_line_and_variable():
+    with pytest.raises(RenderError) as error:
+        render_manifests(
+            addon(
+                {
+                    "a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+                    "  name: {{ values.missing_key }}\n"
+                }
+            ),
+            {},
+            CONTEXT,
+        )
+    assert str(error.value) == (
+        "add-on cache: template 'a.yaml' line 4: undefined variable 'missing_key' "
+        "('dict object' has no attribute 'missing_key')"
+    )
+    assert (error.value.template, error.value.line) == ("a.yaml", 4)
+
+
+def test_sandbox_refuses_python_internals():
+    with pytest.raises(RenderError, match="not allowed"):
+        render_manifests(addon({"x.yaml": "{{ cluster.__class__.__mro__ }}"}), {}, CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("kind: [unclosed", "rendered YAML is invalid"),
+        ("- a\n- b\n", "document 1 is not a mapping"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n", "document 1 lacks metadata.name"),
+    ],
+)
+def test_rendered_yaml_is_checked(text, problem):
+    with pytest.raises(RenderError, match=problem):
+        render_manifests(addon({"bad.yaml": text}), {}, CONTEXT)
+
+
+def test_filters_to_yaml_and_b64encode():
+    objects = render_manifests(
+        addon(
+            {
+                "s.yaml": (
+                    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n"
+                    "  token: {{ 'abc' | b64encode }}\nstringData:\n  labels: |\n"
+                    "    {{ cluster.labels | to_yaml | indent(4) }}\n"
+                )
+            }
+        ),
+        {},
+        CONTEXT,
+    )
+    assert objects[0]["data"] == {"token": "YWJj"}
+    assert objects[0]["stringData"]["labels"] == "fleet.mlops.dev/datacenter: dc-1\n"
