@@ -120,7 +120,7 @@ def health(body: JSON) -> Health:
 
 
 def summarize(states: list[tuple[str, Health]]) -> Health:
-    """The add-on's health from its objects': the first failure, else the first still progressing."""
+    """An add-on's health: its first failed object, else its first still progressing."""
     for name, state in states:
         if state.state == FAILED:
             return Health(FAILED, f"{name}: {state.message}")
