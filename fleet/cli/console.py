@@ -16,10 +16,11 @@ from rich.console import Console
 
 
 class Terminal:
-    def __init__(self, *, quiet: bool = False) -> None:
+    def __init__(self, *, quiet: bool = False, verbose: bool = False) -> None:
         self.out = Console(highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.quiet = quiet
+        self.verbose = verbose
 
     def progress(self, message: str) -> None:
         if not self.quiet:

@@ -12,6 +12,7 @@ import click
 
 from fleet import __version__
 from fleet.cli.console import Terminal
+from fleet.cli.controller import controller
 from fleet.cli.dev import dev
 
 
@@ -30,10 +31,11 @@ def cli(context: click.Context, quiet: bool, verbose: int) -> None:
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    context.obj = Terminal(quiet=quiet)
+    context.obj = Terminal(quiet=quiet, verbose=verbose > 0)
 
 
 cli.add_command(dev)
+cli.add_command(controller)
 
 
 def main() -> None:

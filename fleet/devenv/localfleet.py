@@ -23,6 +23,7 @@ from typing import Any
 
 import urllib3
 
+from fleet.api.crds import crds as fleet_crds
 from fleet.devenv import controlplane, manifests, processes
 from fleet.devenv.controlplane import PlaneFiles
 from fleet.devenv.kubeapi import Credentials, KubeAPI, wait_for
@@ -44,6 +45,8 @@ DEFAULT_NAMESPACE = manifests.CLUSTER_NAMESPACE
 API_READY_TIMEOUT = 120.0
 COMPONENT_READY_TIMEOUT = 90.0
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+SYSTEM_NAMESPACE = "fleet-system"
+REGISTRY_CA_SECRET = "fleet-dev-registry-ca"  # noqa: S105 (a Secret name, no credential)
 
 
 def default_state_dir() -> Path:
@@ -148,6 +151,7 @@ class _Bringup:
             except BaseException:
                 self.startup.aborted.set()
                 raise
+        self._register_datacenters(management, registries)
         self._register_clusters(management, plans, workloads)
         self.state.management_server = management.server
         self.state.management_kubeconfig = str(management.kubeconfig())
@@ -230,7 +234,7 @@ class _Bringup:
                 self.toolchain.path("kube-controller-manager"), files
             ),
         )
-        crds = self.toolchain.load_capi_crds()
+        crds = self.toolchain.load_capi_crds() + fleet_crds()
         for crd in crds:
             api.create(CRD_PATH, crd)
         api.create(
@@ -248,10 +252,11 @@ class _Bringup:
             done = {c["metadata"]["name"] for c in items if _condition_true(c, "Established")}
             return wanted <= done
 
-        self.wait(established, "the Cluster API CRDs to be Established", COMPONENT_READY_TIMEOUT)
+        self.wait(established, "the CRDs to be Established", COMPONENT_READY_TIMEOUT)
         self._wait_leader(api, "kube-controller-manager", "management")
         self.report(
-            f"management plane ready: {len(crds)} Cluster API CRDs ({_elapsed(self.began)})"
+            f"management plane ready: {len(crds)} Cluster API and fleet CRDs "
+            f"({_elapsed(self.began)})"
         )
 
     def _start_kube(self, name: str, command: list[str]) -> None:
@@ -304,6 +309,49 @@ class _Bringup:
             f"{plan.name} ready: {plan.gpu_nodes} x {plan.gpu.product} GPU nodes, "
             f"{plan.cpu_nodes} CPU node ({_elapsed(self.began)})"
         )
+
+    def _register_datacenters(
+        self, management: PlaneFiles, registries: dict[str, RegistryFiles]
+    ) -> None:
+        """One Datacenter per local datacenter, its registry's CA in a Secret of fleet-system."""
+        api = admin_api(management)
+        api.create(
+            "/api/v1/namespaces",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": SYSTEM_NAMESPACE},
+            },
+        )
+        ca = (self.root / "registry-ca.crt").read_text()
+        api.create(
+            f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": REGISTRY_CA_SECRET, "namespace": SYSTEM_NAMESPACE},
+                "stringData": {"ca.crt": ca},
+            },
+        )
+        for name, files in registries.items():
+            api.create(
+                "/apis/fleet.mlops.dev/v1alpha1/datacenters",
+                {
+                    "apiVersion": "fleet.mlops.dev/v1alpha1",
+                    "kind": "Datacenter",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "region": "local",
+                        "registry": {
+                            "url": files.host,
+                            "caSecretRef": {
+                                "name": REGISTRY_CA_SECRET,
+                                "namespace": SYSTEM_NAMESPACE,
+                            },
+                        },
+                    },
+                },
+            )
 
     def _register_clusters(
         self,

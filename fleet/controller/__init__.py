@@ -1,0 +1,1 @@
+"""The fleet controller: kopf handlers wiring selection, rendering and apply together."""

@@ -1,0 +1,74 @@
+"""Prometheus metrics of the controller.
+
+Low cardinality by design: phases and results as label values; the cluster
+appears as a label only where it is the point (reachability), never as part
+of a metric name.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PHASES = ("Pending", "Applying", "Ready", "Degraded", "Failed", "Unreachable", "Deleting")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.reconcile_seconds = Histogram(
+            "fleet_reconcile_duration_seconds",
+            "Time to reconcile one AddonDeployment.",
+            ["result"],
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.deployments = Gauge(
+            "fleet_addondeployments",
+            "AddonDeployments by phase.",
+            ["phase"],
+            registry=self.registry,
+        )
+        self.objects_applied = Counter(
+            "fleet_objects_applied_total",
+            "Objects server-side applied to workload clusters.",
+            registry=self.registry,
+        )
+        self.objects_pruned = Counter(
+            "fleet_objects_pruned_total",
+            "Objects pruned because they were no longer rendered.",
+            registry=self.registry,
+        )
+        self.drift_corrections = Counter(
+            "fleet_drift_corrections_total",
+            "Objects found drifted and applied again.",
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "fleet_reconcile_errors_total",
+            "Reconciles that ended in error.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.cluster_reachable = Gauge(
+            "fleet_cluster_reachable",
+            "1 when the workload cluster's API answered last time.",
+            ["namespace", "cluster"],
+            registry=self.registry,
+        )
+
+    def applied(self, applied: int, pruned: int) -> None:
+        self.objects_applied.inc(applied)
+        self.objects_pruned.inc(pruned)
+
+    def drift_corrected(self, count: int) -> None:
+        self.drift_corrections.inc(count)
+
+    def reachable(self, namespace: str, cluster: str, up: bool) -> None:
+        self.cluster_reachable.labels(namespace, cluster).set(1 if up else 0)
+
+    def count_phases(self, phases: list[str]) -> None:
+        tally = Tally(phases)
+        for phase in PHASES:
+            self.deployments.labels(phase).set(tally.get(phase, 0))
