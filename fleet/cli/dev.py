@@ -187,6 +187,36 @@ def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
     terminal.print(f"export KUBECONFIG={shlex.quote(path)}")
 
 
+@dev.command()
+@click.argument("cluster")
+@state_dir_option
+@click.pass_obj
+def stop(terminal: Terminal, cluster: str, state_dir: Path) -> None:
+    """Stop CLUSTER's API server, to see how the fleet copes with an outage."""
+    try:
+        stopped = localfleet.stop_apiserver(state_dir, cluster)
+    except FleetError as error:
+        terminal.abort(str(error))
+    terminal.print(f"{cluster}: API server {'stopped' if stopped else 'was not running'}")
+
+
+@dev.command()
+@click.argument("cluster")
+@state_dir_option
+@click.pass_obj
+def start(terminal: Terminal, cluster: str, state_dir: Path) -> None:
+    """Start again whatever of CLUSTER has stopped (after `fleet dev stop`, or a crash)."""
+    try:
+        started = localfleet.start_cluster(state_dir, cluster)
+    except FleetError as error:
+        terminal.abort(str(error))
+    terminal.print(
+        f"{cluster}: started {', '.join(started)}"
+        if started
+        else f"{cluster}: everything was running"
+    )
+
+
 def _summary(state: FleetState) -> dict[str, Any]:
     return {
         "stateDir": state.state_dir,

@@ -86,6 +86,12 @@ async def stop_phase_gauge(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the service account; elsewhere: $KUBECONFIG, read now (set by --kubeconfig)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 def _sync_namespace(controller: Controller, namespace: str) -> None:
     for profile in controller.management.list("addonprofiles", namespace):
         profiles.sync_profile(controller.management, namespace, profile["metadata"]["name"])

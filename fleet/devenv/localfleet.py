@@ -462,3 +462,55 @@ def require_state(state_dir: Path) -> FleetState:
             f"no local fleet is running from {state_dir}; start one with `fleet dev up`"
         )
     return state
+
+
+def _apiserver_record(state: FleetState, cluster: str) -> processes.ProcessRecord:
+    state.cluster(cluster)
+    name = f"{cluster}-apiserver"
+    return next(record for record in state.processes if record.name == name)
+
+
+def stop_apiserver(state_dir: Path, cluster: str) -> bool:
+    """Stop one workload cluster's API server, as an outage would. False if it was stopped."""
+    state = require_state(state_dir)
+    record = _apiserver_record(state, cluster)
+    if not processes.is_running(record):
+        return False
+    processes.stop([record])
+    return True
+
+
+def start_cluster(state_dir: Path, cluster: str) -> list[str]:
+    """Start again whatever of a workload cluster has stopped; returns what was started.
+
+    The API server comes first, and `start` waits until it is ready. Its
+    controller manager and scheduler exit when they cannot renew their leader
+    lease during an outage (as real ones do, for the kubelet to restart them),
+    so they are started again here too.
+    """
+    state = require_state(state_dir)
+    state.cluster(cluster)
+    stopped = [
+        r
+        for r in state.processes
+        if r.name.startswith(f"{cluster}-") and not processes.is_running(r)
+    ]
+    stopped.sort(key=lambda r: not r.name.endswith("-apiserver"))
+    for record in stopped:
+        env = None if record.name.endswith("-kwok") else controlplane.KUBE_ENV
+        process = processes.start(record.name, list(record.command), Path(record.log), env)
+        state.processes = [process.record if r.name == record.name else r for r in state.processes]
+        state.save()
+        if record.name.endswith("-apiserver"):
+            files = controlplane.PlaneFiles(
+                name=cluster,
+                root=Path(state.state_dir) / "planes" / cluster,
+                port=int(state.cluster(cluster).server.rsplit(":", 1)[1]),
+            )
+            wait_for(
+                admin_api(files).healthy,
+                what=f"the {cluster} API server to be ready",
+                timeout=API_READY_TIMEOUT,
+                failed=process.exit_reason,
+            )
+    return [record.name for record in stopped]

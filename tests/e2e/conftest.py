@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 
+from fleet.api import GROUP, VERSION
 from fleet.devenv.state import FleetState, load_state
 
 CLUSTERS = 3
@@ -98,3 +103,230 @@ def namespace_on(local_fleet: FleetState, request: pytest.FixtureRequest) -> Ite
     yield make
     for api_client, name in created:
         client.CoreV1Api(api_client).delete_namespace(name)
+
+
+class ControllerProcess:
+    """`fleet controller` run as a user would, against the session fleet's management cluster."""
+
+    def __init__(self, kubeconfig: str, log: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+
+    def start(self) -> None:
+        from fleet.devenv.processes import PortAllocator
+
+        ports = PortAllocator()
+        self.metrics_port, health_port = ports.take(), ports.take()
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fleet",
+                    "controller",
+                    "--kubeconfig",
+                    self.kubeconfig,
+                    "--metrics-address",
+                    f"127.0.0.1:{self.metrics_port}",
+                    "--health-address",
+                    f"127.0.0.1:{health_port}",
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (
+                f"controller exited:\n{self.log.read_text()[-3000:]}"
+            )
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz").status == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("controller not healthy after 30s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(30)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as response:
+            return response.read().decode()
+
+
+@pytest.fixture(scope="session")
+def controller(
+    local_fleet: FleetState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControllerProcess]:
+    process = ControllerProcess(
+        local_fleet.management_kubeconfig, tmp_path_factory.mktemp("controller") / "controller.log"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@dataclass
+class Tenant:
+    """A management namespace of its own, with Clusters pointing at the shared workload planes."""
+
+    namespace: str
+    target: str  # a namespace name for this test's objects on the workload clusters
+    management: client.ApiClient
+    fleet: FleetState
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.management)
+
+    def workload(self, cluster: str) -> client.ApiClient:
+        return workload_client(self.fleet, cluster)
+
+    def apply(self, plural: str, body: dict) -> None:
+        name = body["metadata"]["name"]
+        body["metadata"]["namespace"] = self.namespace
+        try:
+            current = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, plural, name
+            )
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self.custom.replace_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, plural, name, body
+            )
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, plural, body
+            )
+
+    def phases(self) -> dict[str, str]:
+        """Each cluster's deployment phase and message, for failure messages."""
+        statuses = {cluster: d.get("status") or {} for cluster, d in self.deployments().items()}
+        return {c: f"{s.get('phase')}: {s.get('message')}" for c, s in statuses.items()}
+
+    def deployments(self) -> dict[str, dict]:
+        items = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "addondeployments"
+        )["items"]
+        return {d["spec"]["cluster"]: d for d in items}
+
+    def label_cluster(self, cluster: str, labels: dict) -> None:
+        self.custom.patch_namespaced_custom_object(
+            "cluster.x-k8s.io",
+            "v1beta2",
+            self.namespace,
+            "clusters",
+            cluster,
+            {"metadata": {"labels": labels}},
+        )
+
+    def config_map(self, cluster: str, name: str) -> client.V1ConfigMap | None:
+        try:
+            return client.CoreV1Api(self.workload(cluster)).read_namespaced_config_map(
+                name, self.target
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+
+def copy_clusters(fleet: FleetState, api_client: client.ApiClient, namespace: str) -> None:
+    """Register the fleet's workload clusters again in `namespace`, as CAPI would."""
+    custom = client.CustomObjectsApi(api_client)
+    core = client.CoreV1Api(api_client)
+    for original in custom.list_namespaced_custom_object(
+        "cluster.x-k8s.io", "v1beta2", fleet.namespace, "clusters"
+    )["items"]:
+        name = original["metadata"]["name"]
+        created = custom.create_namespaced_custom_object(
+            "cluster.x-k8s.io",
+            "v1beta2",
+            namespace,
+            "clusters",
+            {
+                "apiVersion": "cluster.x-k8s.io/v1beta2",
+                "kind": "Cluster",
+                "metadata": {"name": name, "labels": original["metadata"]["labels"]},
+                "spec": original["spec"],
+            },
+        )
+        custom.patch_namespaced_custom_object_status(
+            "cluster.x-k8s.io",
+            "v1beta2",
+            namespace,
+            "clusters",
+            name,
+            {"status": original["status"]},
+        )
+        secret = core.read_namespaced_secret(f"{name}-kubeconfig", fleet.namespace)
+        core.create_namespaced_secret(
+            namespace,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(
+                    name=secret.metadata.name,
+                    labels=secret.metadata.labels,
+                    owner_references=[
+                        client.V1OwnerReference(
+                            api_version="cluster.x-k8s.io/v1beta2",
+                            kind="Cluster",
+                            name=name,
+                            uid=created["metadata"]["uid"],
+                        )
+                    ],
+                ),
+                type=secret.type,
+                data=secret.data,
+            ),
+        )
+
+
+@pytest.fixture
+def tenant(
+    local_fleet: FleetState,
+    management: client.ApiClient,
+    controller: ControllerProcess,
+    request: pytest.FixtureRequest,
+) -> Iterator[Tenant]:
+    suffix = uuid.uuid4().hex[:6]
+    namespace = f"t-{request.node.name[5:30].replace('_', '-').strip('-').lower()}-{suffix}"
+    client.CoreV1Api(management).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+    )
+    copy_clusters(local_fleet, management, namespace)
+    tenant = Tenant(namespace, f"app-{suffix}", management, local_fleet)
+    yield tenant
+    custom = tenant.custom
+    for profile in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "addonprofiles")[
+        "items"
+    ]:
+        custom.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, "addonprofiles", profile["metadata"]["name"]
+        )
+    wait_until(lambda: not tenant.deployments(), 90, "the tenant's deployments to be cleaned up")
+    client.CoreV1Api(management).delete_namespace(namespace)
+    for cluster in local_fleet.clusters:
+        try:
+            client.CoreV1Api(tenant.workload(cluster.name)).delete_namespace(tenant.target)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+
+
+def wait_until(condition, timeout: float, what: str, describe=None):
+    """Poll `condition` until truthy; on time-out, `describe()` says what was seen instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    seen = f"; last seen: {describe()}" if describe else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")

@@ -1,0 +1,346 @@
+"""The controller on the real local fleet: selection, templates, drift, failures, cleanup.
+
+Each test works in its own management namespace (a Tenant) whose Clusters
+point at the session's workload clusters, and puts its objects in a
+namespace of its own on them.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from kubernetes import client
+
+from fleet.api import GROUP, VERSION
+
+from .conftest import Tenant, fleet_cli, wait_until
+
+CLUSTERS = ("gpu-01", "gpu-02", "gpu-03")
+
+
+def config_map(name: str, data: str) -> str:
+    """A template of one ConfigMap; `data` is Jinja2 YAML for its data block."""
+    return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n{data}"
+
+
+def addon(tenant: Tenant, name: str, templates: dict[str, str], namespace: bool = True) -> dict:
+    if namespace:
+        templates = {
+            "00-namespace.yaml": (
+                f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {tenant.target}\n"
+            ),
+            **templates,
+        }
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Addon",
+        "metadata": {"name": name},
+        "spec": {"kind": "manifests", "defaultNamespace": tenant.target, "templates": templates},
+    }
+    tenant.apply("addons", body)
+    return body
+
+
+def profile(
+    tenant: Tenant, name: str, addons: list[dict], selector: dict | None = None, **spec: object
+) -> dict:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AddonProfile",
+        "metadata": {"name": name},
+        "spec": {"clusterSelector": selector or {}, "addons": addons, **spec},
+    }
+    tenant.apply("addonprofiles", body)
+    return body
+
+
+def ready_on(tenant: Tenant, clusters: set[str]):
+    """A condition: exactly `clusters` have a deployment, each Ready at its current revision."""
+
+    def check():
+        found = tenant.deployments()
+        return (
+            set(found) == clusters
+            and all(
+                (d.get("status") or {}).get("phase") == "Ready"
+                and d["status"].get("appliedRevision") == d["spec"]["revision"]
+                for d in found.values()
+            )
+            and found
+        )
+
+    return check
+
+
+def test_profile_follows_cluster_labels(tenant: Tenant):
+    tenant.label_cluster("gpu-01", {"tier": "canary"})
+    tenant.label_cluster("gpu-02", {"tier": "canary"})
+    addon(
+        tenant,
+        "facts",
+        {
+            "facts.yaml": config_map(
+                "facts", '  cluster: {{ cluster.name }}\n  gpus: "{{ gpu.total }}"\n'
+            )
+        },
+    )
+    profile(tenant, "canary", [{"name": "facts"}], {"matchLabels": {"tier": "canary"}})
+
+    wait_until(ready_on(tenant, {"gpu-01", "gpu-02"}), 60, "canary clusters Ready", tenant.phases)
+    facts = tenant.config_map("gpu-02", "facts")
+    assert facts.data == {"cluster": "gpu-02", "gpus": "24"}
+    assert tenant.config_map("gpu-03", "facts") is None
+
+    tenant.label_cluster("gpu-02", {"tier": None})
+    tenant.label_cluster("gpu-03", {"tier": "canary"})
+    wait_until(
+        ready_on(tenant, {"gpu-01", "gpu-03"}), 60, "relabelled clusters Ready", tenant.phases
+    )
+    wait_until(lambda: tenant.config_map("gpu-02", "facts") is None, 30, "gpu-02 cleaned up")
+    assert tenant.config_map("gpu-03", "facts").data["cluster"] == "gpu-03"
+    status = tenant.custom.get_namespaced_custom_object(
+        GROUP, VERSION, tenant.namespace, "addonprofiles", "canary"
+    )["status"]
+    assert status["matchedClusters"] == ["gpu-01", "gpu-03"]
+
+
+def test_template_change_updates_objects_and_prunes_the_dropped_one(tenant: Tenant):
+    selector = {"matchLabels": {"kubernetes.io/name": "none"}}
+    tenant.label_cluster("gpu-01", {"kubernetes.io/name": "none"})
+    addon(
+        tenant,
+        "settings",
+        {"a.yaml": config_map("a", "  mode: fast\n"), "b.yaml": config_map("b", '  keep: "no"\n')},
+    )
+    profile(tenant, "settings", [{"name": "settings"}], selector)
+    wait_until(ready_on(tenant, {"gpu-01"}), 60, "first revision Ready", tenant.phases)
+    assert tenant.config_map("gpu-01", "b") is not None
+
+    addon(tenant, "settings", {"a.yaml": config_map("a", "  mode: careful\n")})
+    wait_until(
+        lambda: (
+            tenant.config_map("gpu-01", "a").data == {"mode": "careful"}
+            and ready_on(tenant, {"gpu-01"})()
+        ),
+        60,
+        "second revision Ready",
+    )
+    assert tenant.config_map("gpu-01", "b") is None
+    inventory = tenant.deployments()["gpu-01"]["status"]["addons"][0]["inventory"]
+    assert {(ref["kind"], ref["name"]) for ref in inventory} == {
+        ("Namespace", tenant.target),
+        ("ConfigMap", "a"),
+    }
+
+
+def test_drift_is_corrected_in_continuous_and_only_reported_in_dry_run(tenant: Tenant):
+    tenant.label_cluster("gpu-02", {"drift": "yes"})
+    addon(tenant, "tuned", {"t.yaml": config_map("tuned", "  mode: fast\n")})
+    spec = {"drift": {"intervalSeconds": 5}}
+    profile(tenant, "tuned", [{"name": "tuned"}], {"matchLabels": {"drift": "yes"}}, **spec)
+    wait_until(ready_on(tenant, {"gpu-02"}), 60, "Ready", tenant.phases)
+    core = client.CoreV1Api(tenant.workload("gpu-02"))
+
+    core.patch_namespaced_config_map("tuned", tenant.target, {"data": {"mode": "slow"}})
+    wait_until(
+        lambda: tenant.config_map("gpu-02", "tuned").data["mode"] == "fast", 30, "drift corrected"
+    )
+    entry = tenant.deployments()["gpu-02"]["status"]["addons"][0]
+    assert any("ConfigMap" in item and "data.mode" in item for item in entry["drift"])
+    events = core = client.CoreV1Api(tenant.management).list_namespaced_event(tenant.namespace)
+    assert any(e.reason == "DriftCorrected" for e in events.items)
+
+    profile(
+        tenant,
+        "tuned",
+        [{"name": "tuned"}],
+        {"matchLabels": {"drift": "yes"}},
+        syncMode="DryRun",
+        **spec,
+    )
+    wait_until(ready_on(tenant, {"gpu-02"}), 60, "dry-run revision evaluated", tenant.phases)
+    client.CoreV1Api(tenant.workload("gpu-02")).patch_namespaced_config_map(
+        "tuned", tenant.target, {"data": {"mode": "slow"}}
+    )
+
+    def reported():
+        deployment = tenant.deployments()["gpu-02"]
+        drift = deployment["status"]["addons"][0].get("drift") or []
+        return deployment["status"]["phase"] == "Pending" and drift and deployment
+
+    deployment = wait_until(reported, 30, "dry-run drift reported")
+    assert "dry run: 1 objects would change" in deployment["status"]["message"]
+    assert tenant.config_map("gpu-02", "tuned").data["mode"] == "slow"
+
+
+def test_undefined_variable_fails_naming_template_and_variable_and_applies_nothing(
+    tenant: Tenant,
+):
+    tenant.label_cluster("gpu-03", {"broken": "yes"})
+    addon(tenant, "good", {"ok.yaml": config_map("ok", '  fine: "yes"\n')})
+    addon(
+        tenant,
+        "bad",
+        {"cm.yaml": config_map("bad", "  size: {{ values.cacheSize }}\n")},
+        namespace=False,
+    )
+    profile(
+        tenant, "mixed", [{"name": "good"}, {"name": "bad"}], {"matchLabels": {"broken": "yes"}}
+    )
+
+    def failed():
+        deployment = tenant.deployments().get("gpu-03")
+        return (
+            deployment and (deployment.get("status") or {}).get("phase") == "Failed" and deployment
+        )
+
+    deployment = wait_until(failed, 60, "Failed")
+    message = deployment["status"]["message"]
+    assert "template 'cm.yaml' line 6" in message
+    assert "undefined variable 'cacheSize'" in message
+    assert tenant.config_map("gpu-03", "ok") is None, "nothing may be applied on a render error"
+
+
+def test_unreachable_cluster_is_reported_alone_and_recovers(tenant: Tenant, local_fleet):
+    addon(tenant, "probe", {"p.yaml": config_map("probe", '  up: "yes"\n')})
+    stopped = fleet_cli("dev", "stop", "gpu-03", "--state-dir", local_fleet.state_dir)
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        profile(tenant, "everywhere", [{"name": "probe"}])
+
+        def split():
+            found = tenant.deployments()
+            phases = {c: (d.get("status") or {}).get("phase") for c, d in found.items()}
+            return (
+                phases == {"gpu-01": "Ready", "gpu-02": "Ready", "gpu-03": "Unreachable"} and found
+            )
+
+        found = wait_until(split, 60, "two Ready, one Unreachable")
+        assert "connection refused" in found["gpu-03"]["status"]["message"]
+        assert found["gpu-03"]["status"]["consecutiveFailures"] >= 1
+    finally:
+        started = fleet_cli("dev", "start", "gpu-03", "--state-dir", local_fleet.state_dir)
+        assert started.returncode == 0, started.stderr
+    wait_until(ready_on(tenant, set(CLUSTERS)), 150, "gpu-03 Ready again", tenant.phases)
+    assert tenant.config_map("gpu-03", "probe").data == {"up": "yes"}
+
+
+def test_deleting_a_cluster_removes_its_addons_and_leaves_nothing_pending(tenant: Tenant):
+    addon(tenant, "leaving", {"l.yaml": config_map("leaving", '  x: "1"\n')})
+    profile(tenant, "all", [{"name": "leaving"}])
+    wait_until(ready_on(tenant, set(CLUSTERS)), 60, "Ready everywhere", tenant.phases)
+    cluster = tenant.custom.get_namespaced_custom_object(
+        "cluster.x-k8s.io", "v1beta2", tenant.namespace, "clusters", "gpu-02"
+    )
+    assert "fleet.mlops.dev/cleanup" in cluster["metadata"]["finalizers"]
+
+    tenant.custom.delete_namespaced_custom_object(
+        "cluster.x-k8s.io", "v1beta2", tenant.namespace, "clusters", "gpu-02"
+    )
+
+    def gone():
+        try:
+            tenant.custom.get_namespaced_custom_object(
+                "cluster.x-k8s.io", "v1beta2", tenant.namespace, "clusters", "gpu-02"
+            )
+        except client.ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_until(gone, 60, "the Cluster to be deleted")
+    assert "gpu-02" not in tenant.deployments()
+    assert tenant.config_map("gpu-02", "leaving") is None
+    assert tenant.config_map("gpu-01", "leaving") is not None
+
+
+def test_depends_on_chain_waits_for_health(tenant: Tenant):
+    tenant.label_cluster("gpu-01", {"chain": "yes"})
+    blocked = (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: operator\nspec:\n"
+        "  selector: {matchLabels: {app: operator}}\n  template:\n"
+        "    metadata: {labels: {app: operator}}\n    spec:\n"
+        '      nodeSelector: {pool: "{{ values.pool }}"}\n'
+        "      containers: [{name: c, image: operator:1}]\n"
+    )
+    addon(tenant, "operator", {"d.yaml": blocked})
+    addon(tenant, "cache", {"c.yaml": config_map("cache", "  after: operator\n")}, namespace=False)
+    addon(tenant, "monitor", {"m.yaml": config_map("monitor", "  after: cache\n")}, namespace=False)
+    chain = [
+        {"name": "monitor", "dependsOn": ["cache"]},
+        {"name": "cache", "dependsOn": ["operator"]},
+        {"name": "operator", "values": {"pool": "nowhere"}},
+    ]
+    profile(tenant, "chain", chain, {"matchLabels": {"chain": "yes"}})
+
+    def waiting():
+        deployment = tenant.deployments().get("gpu-01")
+        addons = {a["name"]: a for a in ((deployment or {}).get("status") or {}).get("addons", [])}
+        return addons.get("cache", {}).get("message") == "waiting for operator" and addons
+
+    addons = wait_until(waiting, 60, "cache waiting for operator")
+    assert addons["monitor"]["message"] == "waiting for cache"
+    assert addons["operator"]["phase"] == "Applying"
+    assert tenant.config_map("gpu-01", "cache") is None
+
+    chain[2]["values"] = {"pool": "gpu"}
+    tenant.label_cluster("gpu-01", {"chain": "yes"})
+    client.CoreV1Api(tenant.workload("gpu-01")).patch_node(
+        "gpu-01-cpu-0", {"metadata": {"labels": {"pool": "gpu"}}}
+    )
+    try:
+        profile(tenant, "chain", chain, {"matchLabels": {"chain": "yes"}})
+        deployment = wait_until(ready_on(tenant, {"gpu-01"}), 60, "the chain Ready", tenant.phases)[
+            "gpu-01"
+        ]
+    finally:
+        client.CoreV1Api(tenant.workload("gpu-01")).patch_node(
+            "gpu-01-cpu-0", {"metadata": {"labels": {"pool": None}}}
+        )
+    applied = {a["name"]: a["lastAppliedTime"] for a in deployment["status"]["addons"]}
+    assert applied["operator"] <= applied["cache"] <= applied["monitor"]
+    assert [a["name"] for a in deployment["status"]["addons"]] == ["monitor", "cache", "operator"]
+
+
+def test_controller_restart_mid_work_converges_without_duplicates(tenant: Tenant, controller):
+    pool = tenant.target
+    waiting_deployment = (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: worker\nspec:\n"
+        "  selector: {matchLabels: {app: worker}}\n  template:\n"
+        "    metadata: {labels: {app: worker}}\n    spec:\n"
+        '      nodeSelector: {pool: "{{ values.pool }}"}\n'
+        "      containers: [{name: c, image: worker:1}]\n"
+    )
+    templates = {f"{i}.yaml": config_map(f"r{i}", f'  i: "{i}"\n') for i in range(8)}
+    addon(tenant, "restart", {**templates, "worker.yaml": waiting_deployment})
+    profile(tenant, "restart", [{"name": "restart", "values": {"pool": pool}}])
+
+    def applying():
+        found = tenant.deployments()
+        phases = {(d.get("status") or {}).get("phase") for d in found.values()}
+        return len(found) == 3 and phases == {"Applying"}
+
+    wait_until(applying, 60, "every cluster Applying, its worker unschedulable")
+    controller.stop(signal.SIGKILL)
+    nodes = {cluster: client.CoreV1Api(tenant.workload(cluster)) for cluster in CLUSTERS}
+    try:
+        for cluster, core in nodes.items():
+            core.patch_node(f"{cluster}-cpu-0", {"metadata": {"labels": {"pool": pool}}})
+        controller.start()
+        found = wait_until(
+            ready_on(tenant, set(CLUSTERS)), 90, "Ready after the restart", tenant.phases
+        )
+    finally:
+        for cluster, core in nodes.items():
+            core.patch_node(f"{cluster}-cpu-0", {"metadata": {"labels": {"pool": None}}})
+    for deployment in found.values():
+        status = deployment["status"]
+        assert len(status["addons"][0]["inventory"]) == 10
+        assert (status["ready"], status["consecutiveFailures"]) == ("1/1", 0)
+    names = [
+        d["metadata"]["name"]
+        for d in tenant.custom.list_namespaced_custom_object(
+            GROUP, VERSION, tenant.namespace, "addondeployments"
+        )["items"]
+    ]
+    assert sorted(names) == [f"restart.{c}" for c in CLUSTERS]
+    assert 'fleet_reconcile_duration_seconds_count{result="Ready"}' in controller.metrics()
