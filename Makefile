@@ -6,7 +6,8 @@ DATACENTERS ?= 2
 .PHONY: dev down test unit e2e lint bench
 
 dev:
-	$(PYTHON) -m fleet dev up --clusters $(CLUSTERS) --datacenters $(DATACENTERS)
+	$(PYTHON) -m fleet dev up --clusters $(CLUSTERS) --datacenters $(DATACENTERS) \
+		--controller --apply examples/01-model-cache/
 
 down:
 	$(PYTHON) -m fleet dev down

@@ -55,6 +55,20 @@ class GPUInventory:
         }
 
 
+def kubelet_version(nodes: list[JSON]) -> str:
+    """The newest kubelet version among the nodes (what `kubectl get nodes` shows)."""
+    versions = {
+        ((n.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "") for n in nodes
+    }
+    versions.discard("")
+    return max(versions, key=_version_key, default="")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    digits = [part for part in version.lstrip("v").split("-")[0].split(".") if part.isdigit()]
+    return tuple(int(part) for part in digits)
+
+
 def gpu_inventory(nodes: list[JSON]) -> GPUInventory:
     products: dict[str, int] = {}
     gpu_nodes = mig = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import click
@@ -39,3 +40,12 @@ class Terminal:
     def abort(self, message: str, code: int = 1) -> NoReturn:
         self.err.print(f"error: {message}", markup=False, style="red")
         raise click.exceptions.Exit(code)
+
+
+def columns(rows: Sequence[tuple[str, ...]]) -> str:
+    """Rows as left-aligned columns two spaces apart, as kubectl prints tables."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+from kubernetes import config as k8s_config
 
-from fleet.cli.console import Terminal
+from fleet.cli.console import Terminal, columns
+from fleet.cli.status import status_table
+from fleet.controller.management import Management
 from fleet.devenv import localfleet
+from fleet.devenv.kubeapi import wait_for
 from fleet.devenv.state import FleetState
-from fleet.devenv.toolchain import TOOLS, cache_dir, ensure_toolchain
+from fleet.devenv.toolchain import TOOLS, Toolchain, cache_dir, ensure_toolchain
 from fleet.devenv.topology import plan_fleet
-from fleet.errors import FleetError
+from fleet.errors import DevEnvError, FleetError
+from fleet.fleetview import rows
 
 state_dir_option = click.option(
     "--state-dir",
@@ -85,6 +90,20 @@ def build(terminal: Terminal, only: tuple[str, ...]) -> None:
     show_default=True,
     help="Namespace of the Cluster objects in the management cluster.",
 )
+@click.option(
+    "--controller",
+    "with_controller",
+    is_flag=True,
+    help="Also run `fleet controller` as part of the fleet (stopped by `down`).",
+)
+@click.option(
+    "--apply",
+    "manifests",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Apply these manifests (file or folder) to the management cluster, then wait "
+    "until every AddonProfile is Ready and print `fleet status` (needs --controller).",
+)
 @state_dir_option
 @output_option
 @click.pass_obj
@@ -93,6 +112,8 @@ def up(
     clusters: int,
     datacenters: int,
     namespace: str,
+    with_controller: bool,
+    manifests: tuple[Path, ...],
     state_dir: Path,
     output: str,
 ) -> None:
@@ -119,10 +140,24 @@ def up(
         terminal.abort("interrupted; every process started so far was stopped", code=130)
     except FleetError as error:
         terminal.abort(f"{error}\n(logs: {state_dir / 'logs'})")
+    if manifests and not with_controller:
+        terminal.abort("--apply needs --controller: nothing would act on the manifests")
+    fleet_status = ""
+    if with_controller:
+        try:
+            localfleet.start_controller(state_dir)
+            for path in manifests:
+                _kubectl_apply(toolchain, state, path)
+            if manifests:
+                fleet_status = _wait_converged(terminal, state)
+        except FleetError as error:
+            terminal.abort(f"{error}\n(logs: {state_dir / 'logs'})")
     if output != "table":
-        terminal.data(_summary(state), output)
+        terminal.data(_summary(localfleet.require_state(state_dir)), output)
         return
     terminal.print(_table(state))
+    if fleet_status:
+        terminal.print(f"\n$ fleet status\n{fleet_status}")
     terminal.print(
         f"\nready in {time.monotonic() - started:.1f}s (start-up {state.startup_seconds:.1f}s)"
     )
@@ -217,6 +252,48 @@ def start(terminal: Terminal, cluster: str, state_dir: Path) -> None:
     )
 
 
+CONVERGE_TIMEOUT = 180.0
+
+
+def _kubectl_apply(toolchain: Toolchain, state: FleetState, path: Path) -> None:
+    result = subprocess.run(
+        [
+            str(toolchain.path("kubectl")),
+            "--kubeconfig",
+            state.management_kubeconfig,
+            "apply",
+            "-f",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DevEnvError(f"kubectl apply -f {path} failed:\n{result.stderr.strip()}")
+
+
+def _wait_converged(terminal: Terminal, state: FleetState) -> str:
+    """Wait until every AddonProfile's clusters are all Ready; returns `fleet status`'s table."""
+    management = Management(
+        k8s_config.new_client_from_config(config_file=state.management_kubeconfig)
+    )
+    terminal.progress("waiting for the add-ons to be Ready")
+    started = time.monotonic()
+
+    def converged() -> bool:
+        profiles = management.list("addonprofiles")
+        summaries = [(p.get("status") or {}).get("summary") or {} for p in profiles]
+        return bool(profiles) and all(
+            s.get("matched", 0) > 0 and s.get("ready") == s.get("matched") for s in summaries
+        )
+
+    wait_for(converged, what="the sample add-ons to be Ready", timeout=CONVERGE_TIMEOUT)
+    terminal.progress(f"add-ons Ready in {time.monotonic() - started:.1f}s")
+    found = rows(management.clusters(None), management.list("addondeployments"))
+    return columns(status_table(found, namespaced=True))
+
+
 def _summary(state: FleetState) -> dict[str, Any]:
     return {
         "stateDir": state.state_dir,
@@ -247,14 +324,6 @@ def _summary(state: FleetState) -> dict[str, Any]:
     }
 
 
-def _columns(rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
 def _table(state: FleetState) -> str:
     clusters = [("CLUSTER", "DATACENTER", "API SERVER", "GPU NODES", "GPUS", "PRODUCT")] + [
         (
@@ -270,4 +339,4 @@ def _table(state: FleetState) -> str:
     registries = [("DATACENTER", "REGISTRY")] + [
         (d.name, f"https://{d.registry}") for d in state.datacenters
     ]
-    return f"{_columns(clusters)}\n\n{_columns(registries)}"
+    return f"{columns(clusters)}\n\n{columns(registries)}"

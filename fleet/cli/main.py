@@ -1,7 +1,7 @@
 """Entry point of `fleet` (and `kubectl fleet`, the same program as a kubectl plugin).
 
 Exit codes: 0 success, 1 an operation failed (the message says why), 2 bad
-usage, 130 interrupted.
+usage, 3 `fleet status` found problems, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fleet import __version__
 from fleet.cli.console import Terminal
 from fleet.cli.controller import controller
 from fleet.cli.dev import dev
+from fleet.cli.status import status
 
 
 @click.group(
@@ -36,6 +37,7 @@ def cli(context: click.Context, quiet: bool, verbose: int) -> None:
 
 cli.add_command(dev)
 cli.add_command(controller)
+cli.add_command(status)
 
 
 def main() -> None:

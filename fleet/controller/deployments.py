@@ -30,7 +30,7 @@ from fleet.health import summarize
 from fleet.metrics import Metrics
 from fleet.order import dependency_order
 from fleet.remote import ClusterNotConnected, RemoteClusters, unreachable, unreachable_reason
-from fleet.render import RenderContext, gpu_inventory, render_manifests
+from fleet.render import RenderContext, gpu_inventory, kubelet_version, render_manifests
 from fleet.select import eligible
 from fleet.status import (
     APPLYING,
@@ -96,7 +96,7 @@ def reconcile(controller: Controller, body: JSON) -> Outcome:
     new_status: JSON = {"lastAttemptTime": when}
     outcome = Outcome(new_status)
     try:
-        addons = _reconcile_addons(controller, body, when, outcome.events)
+        addons = _reconcile_addons(controller, body, when, outcome)
     except _Stop as stop:
         addons = [
             _entry(previous, name, stop.phase, stop.message, when)
@@ -169,7 +169,7 @@ def _inputs(controller: Controller, body: JSON) -> tuple[Any, Profile, dict[str,
 
 
 def _reconcile_addons(
-    controller: Controller, body: JSON, when: str, events: list[tuple[str, str, str]]
+    controller: Controller, body: JSON, when: str, outcome: Outcome
 ) -> list[JSON]:
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
     revision = spec["revision"]
@@ -189,7 +189,14 @@ def _reconcile_addons(
             if unreachable(error):
                 raise ClusterNotConnected(f"{cluster.name}: {unreachable_reason(error)}") from error
             raise
-        context = RenderContext(cluster, datacenter, gpu_inventory(nodes))
+        inventory = gpu_inventory(nodes)
+        outcome.status["cluster"] = {
+            "kubernetesVersion": kubelet_version(nodes),
+            "nodes": inventory.nodes,
+            "gpuNodes": inventory.gpu_nodes,
+            "gpus": inventory.total,
+        }
+        context = RenderContext(cluster, datacenter, inventory)
         # Render every add-on before applying any: a template error leaves the cluster untouched.
         rendered = {e.name: render_manifests(addons[e.name], e.values, context) for e in ordered}
     except ClusterNotConnected as error:
@@ -218,7 +225,7 @@ def _reconcile_addons(
         try:
             results[entry.name] = _reconcile_addon(
                 controller,
-                events,
+                outcome.events,
                 applier,
                 addon,
                 entry,

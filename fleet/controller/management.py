@@ -60,14 +60,21 @@ class Management:
             name,
         )
 
-    def clusters(self, namespace: str) -> list[JSON]:
-        items: list[JSON] = self._json(
-            self.custom.list_namespaced_custom_object,
-            CAPI_GROUP,
-            self.capi_version,
-            namespace,
-            "clusters",
-        )["items"]
+    def clusters(self, namespace: str | None) -> list[JSON]:
+        """The Clusters of `namespace`, or of every namespace when it is None."""
+        if namespace is None:
+            result = self._json(
+                self.custom.list_cluster_custom_object, CAPI_GROUP, self.capi_version, "clusters"
+            )
+        else:
+            result = self._json(
+                self.custom.list_namespaced_custom_object,
+                CAPI_GROUP,
+                self.capi_version,
+                namespace,
+                "clusters",
+            )
+        items: list[JSON] = result["items"]
         return items
 
     def set_cluster_finalizers(self, body: JSON, finalizers: list[str]) -> bool:

@@ -13,6 +13,7 @@ import datetime
 import os
 import shutil
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -514,3 +515,50 @@ def start_cluster(state_dir: Path, cluster: str) -> list[str]:
                 failed=process.exit_reason,
             )
     return [record.name for record in stopped]
+
+
+CONTROLLER_READY_TIMEOUT = 60.0
+
+
+def start_controller(state_dir: Path) -> str:
+    """Run `fleet controller` against the local management cluster, as part of the fleet.
+
+    Recorded like every other process, so `fleet dev down` stops it. Returns
+    the URL of its metrics.
+    """
+    state = require_state(state_dir)
+    ports = processes.PortAllocator()
+    metrics, health = f"127.0.0.1:{ports.take()}", f"127.0.0.1:{ports.take()}"
+    command = [
+        sys.executable,
+        "-m",
+        "fleet",
+        "controller",
+        "--kubeconfig",
+        state.management_kubeconfig,
+        "--metrics-address",
+        metrics,
+        "--health-address",
+        health,
+    ]
+    process = processes.start(
+        "controller", command, Path(state.state_dir) / "logs" / "controller.log"
+    )
+    state.processes.append(process.record)
+    state.controller_metrics = f"http://{metrics}/metrics"
+    state.save()
+    http = urllib3.PoolManager(retries=False, timeout=2.0)
+
+    def healthy() -> bool:
+        try:
+            return http.request("GET", f"http://{health}/healthz").status == 200
+        except urllib3.exceptions.HTTPError:
+            return False
+
+    wait_for(
+        healthy,
+        what="the fleet controller to be healthy",
+        timeout=CONTROLLER_READY_TIMEOUT,
+        failed=process.exit_reason,
+    )
+    return state.controller_metrics

@@ -49,6 +49,7 @@ class FleetState:
     versions: dict[str, str] = field(default_factory=dict)
     ready: bool = False
     startup_seconds: float = 0.0
+    controller_metrics: str = ""
 
     @property
     def path(self) -> Path:
@@ -95,4 +96,5 @@ def load_state(state_dir: Path) -> FleetState | None:
         versions=data["versions"],
         ready=data["ready"],
         startup_seconds=data["startup_seconds"],
+        controller_metrics=data.get("controller_metrics", ""),
     )
