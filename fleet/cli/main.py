@@ -14,6 +14,7 @@ from fleet import __version__
 from fleet.cli.console import Terminal
 from fleet.cli.controller import controller
 from fleet.cli.dev import dev
+from fleet.cli.install import install
 from fleet.cli.status import status
 
 
@@ -38,6 +39,7 @@ def cli(context: click.Context, quiet: bool, verbose: int) -> None:
 cli.add_command(dev)
 cli.add_command(controller)
 cli.add_command(status)
+cli.add_command(install)
 
 
 def main() -> None:

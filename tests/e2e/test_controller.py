@@ -248,7 +248,10 @@ def test_deleting_a_cluster_removes_its_addons_and_leaves_nothing_pending(tenant
         return False
 
     wait_until(gone, 60, "the Cluster to be deleted")
-    assert "gpu-02" not in tenant.deployments()
+    # The deployment's own finalizer goes right after it released the Cluster's.
+    wait_until(
+        lambda: "gpu-02" not in tenant.deployments(), 30, "no deployment left", tenant.phases
+    )
     assert tenant.config_map("gpu-02", "leaving") is None
     assert tenant.config_map("gpu-01", "leaving") is not None
 

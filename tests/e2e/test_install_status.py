@@ -1,0 +1,193 @@
+"""`fleet install` on the real management cluster, and `fleet status` over the shipped example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from .conftest import Tenant, fleet_cli, wait_until
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "01-model-cache" / "addons.yaml"
+CONTROLLER_SA = "system:serviceaccount:fleet-system:fleet-controller"
+
+
+def can(
+    management: client.ApiClient, verb: str, group: str, resource: str, subresource: str = ""
+) -> bool:
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=CONTROLLER_SA,
+            groups=[
+                "system:serviceaccounts",
+                "system:serviceaccounts:fleet-system",
+                "system:authenticated",
+            ],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb,
+                group=group,
+                resource=resource,
+                subresource=subresource,
+                namespace="fleet-clusters",
+            ),
+        )
+    )
+    return client.AuthorizationV1Api(management).create_subject_access_review(review).status.allowed
+
+
+def test_install_applies_idempotently_with_least_privilege(local_fleet, management):
+    for _ in range(2):
+        result = fleet_cli(
+            "install",
+            "--kubeconfig",
+            local_fleet.management_kubeconfig,
+            "--image",
+            "example.com/fleet:test",
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "fleet installed in namespace fleet-system (10 objects)\n"
+    deployment = client.AppsV1Api(management).read_namespaced_deployment(
+        "fleet-controller", "fleet-system"
+    )
+    assert deployment.spec.template.spec.containers[0].image == "example.com/fleet:test"
+    assert deployment.spec.template.spec.service_account_name == "fleet-controller"
+
+    allowed = [
+        ("list", "cluster.x-k8s.io", "clusters", ""),
+        ("watch", "", "secrets", ""),
+        ("create", "fleet.mlops.dev", "addondeployments", ""),
+        ("patch", "fleet.mlops.dev", "addondeployments", "status"),
+        ("create", "", "events", ""),
+    ]
+    denied = [
+        ("delete", "cluster.x-k8s.io", "clusters", ""),
+        ("create", "", "secrets", ""),
+        ("update", "", "secrets", ""),
+        ("get", "", "pods", ""),
+        ("delete", "fleet.mlops.dev", "addons", ""),
+        ("patch", "cluster.x-k8s.io", "clusters", "status"),
+    ]
+    for verb, group, resource, sub in allowed:
+        assert can(management, verb, group, resource, sub), (verb, resource, sub)
+    for verb, group, resource, sub in denied:
+        assert not can(management, verb, group, resource, sub), (verb, resource, sub)
+
+
+def test_printed_manifests_are_what_install_applies():
+    printed = fleet_cli("install", "-o", "json")
+    assert printed.returncode == 0
+    kinds = [item["kind"] for item in json.loads(printed.stdout)["items"]]
+    assert kinds[:5] == ["CustomResourceDefinition"] * 4 + ["Namespace"]
+    assert set(kinds[5:]) == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+        "Deployment",
+    }
+
+
+@pytest.fixture
+def example(tenant: Tenant) -> list[dict]:
+    documents = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    for document in documents:
+        tenant.apply(
+            {"Addon": "addons", "AddonProfile": "addonprofiles"}[document["kind"]], document
+        )
+    return documents
+
+
+def test_example_converges_and_fleet_status_reports_it(tenant: Tenant, example, local_fleet):
+    def converged():
+        found = tenant.deployments()
+        return set(found) == {"gpu-01", "gpu-03"} and all(
+            (d.get("status") or {}).get("phase") == "Ready" for d in found.values()
+        )
+
+    wait_until(converged, 60, "the example Ready on dc-1", tenant.phases)
+    pods = (
+        client.CoreV1Api(tenant.workload("gpu-01"))
+        .list_namespaced_pod("model-cache", label_selector="app=model-cache")
+        .items
+    )
+    assert sorted(p.spec.node_name for p in pods) == ["gpu-01-gpu-0", "gpu-01-gpu-1"]
+    assert all(p.status.phase == "Running" for p in pods)
+
+    result = fleet_cli(
+        "status",
+        "--kubeconfig",
+        local_fleet.management_kubeconfig,
+        "-n",
+        tenant.namespace,
+        "-o",
+        "json",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["clusters"]}
+    assert rows["gpu-01"] == {
+        "namespace": tenant.namespace,
+        "name": "gpu-01",
+        "datacenter": "dc-1",
+        "phase": "Provisioned",
+        "kubernetesVersion": local_fleet.versions["kube"],
+        "gpus": 16,
+        "addonsReady": 1,
+        "addonsTotal": 1,
+        "problems": [],
+    }
+    assert (rows["gpu-02"]["addonsTotal"], rows["gpu-02"]["gpus"]) == (0, 24)
+
+    table = fleet_cli(
+        "status", "--kubeconfig", local_fleet.management_kubeconfig, "-n", tenant.namespace
+    )
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "CLUSTER",
+        "DATACENTER",
+        "PHASE",
+        "VERSION",
+        "GPUS",
+        "ADDONS",
+        "PROBLEMS",
+    ]
+    assert lines[1].split() == [
+        "gpu-01",
+        "dc-1",
+        "Provisioned",
+        local_fleet.versions["kube"],
+        "16",
+        "1/1",
+        "-",
+    ]
+
+
+def test_status_exits_3_and_names_the_problem(tenant: Tenant, local_fleet):
+    tenant.apply(
+        "addonprofiles",
+        {
+            "apiVersion": "fleet.mlops.dev/v1alpha1",
+            "kind": "AddonProfile",
+            "metadata": {"name": "ghost"},
+            "spec": {
+                "clusterSelector": {"matchLabels": {"fleet.mlops.dev/datacenter": "dc-2"}},
+                "addons": [{"name": "does-not-exist"}],
+            },
+        },
+    )
+    wait_until(
+        lambda: (
+            (tenant.deployments().get("gpu-02", {}).get("status") or {}).get("phase") == "Failed"
+        ),
+        60,
+        "Failed",
+        tenant.phases,
+    )
+    result = fleet_cli(
+        "status", "--kubeconfig", local_fleet.management_kubeconfig, "-n", tenant.namespace
+    )
+    assert result.returncode == 3
+    row = next(line for line in result.stdout.splitlines() if line.startswith("gpu-02"))
+    assert f"ghost: Failed: Addon {tenant.namespace}/does-not-exist not found" in row
