@@ -52,8 +52,15 @@ def drift_interval(name: str, seconds: int) -> float:
     return seconds * (1 + DRIFT_JITTER * spread)
 
 
-def due(body: JSON, moment: datetime.datetime) -> str | None:
-    """Why this deployment should be reconciled now, or None to leave it alone."""
+def due(
+    body: JSON, moment: datetime.datetime, last_attempt: datetime.datetime | None
+) -> str | None:
+    """Why this deployment should be reconciled now, or None to leave it alone.
+
+    `last_attempt` is when this controller process last reconciled it (kept
+    in memory, so that a pass that changes nothing writes nothing); None
+    after a restart, when everything is looked at once.
+    """
     spec, status = body.get("spec") or {}, body.get("status") or {}
     next_attempt = parse_time(status.get("nextAttemptTime"))
     if next_attempt and moment < next_attempt:
@@ -63,16 +70,18 @@ def due(body: JSON, moment: datetime.datetime) -> str | None:
     phase = status.get("phase")
     if phase in (FAILED, UNREACHABLE):
         return f"retry after {phase}"
+    if last_attempt is None:
+        return "first look since the controller started"
+    elapsed = (moment - last_attempt).total_seconds()
     if phase in POLL_PHASES:
-        last = parse_time(status.get("lastAttemptTime"))
-        if last is None or (moment - last).total_seconds() >= POLL_SECONDS:
-            return str(phase).lower()
-        return None
-    last_check = parse_time(status.get("lastDriftCheckTime"))
+        return str(phase).lower() if elapsed >= POLL_SECONDS else None
     interval = drift_interval(body["metadata"]["name"], int(spec.get("driftIntervalSeconds", 180)))
-    if last_check is None or (moment - last_check).total_seconds() >= interval:
-        return "drift check"
-    return None
+    return "drift check" if elapsed >= interval else None
+
+
+def material(status: JSON) -> JSON:
+    """A status without its attempt timestamp: what decides whether it is worth a write."""
+    return {key: value for key, value in status.items() if key != "lastAttemptTime"}
 
 
 def worst(phases: list[str]) -> str:

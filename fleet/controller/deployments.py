@@ -40,6 +40,7 @@ from fleet.status import (
     READY,
     UNREACHABLE,
     backoff_seconds,
+    material,
     now,
     parse_time,
     stamp,
@@ -127,13 +128,14 @@ def reconcile(controller: Controller, body: JSON) -> Outcome:
         addons=addons,
         consecutiveFailures=0,
         nextAttemptTime=None,
-        lastDriftCheckTime=when,
     )
     if all(a.get("appliedRevision") == spec["revision"] for a in addons):
         new_status["appliedRevision"] = spec["revision"]
-    controller.management.patch_status(
-        "addondeployments", meta["namespace"], meta["name"], new_status
-    )
+    merged = {k: v for k, v in {**status, **new_status}.items() if v is not None}
+    if material(merged) != material(status):
+        controller.management.patch_status(
+            "addondeployments", meta["namespace"], meta["name"], new_status
+        )
     return outcome
 
 

@@ -9,6 +9,7 @@ AddonDeployment keeps its event handler and timer from overlapping.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import threading
 import time
@@ -31,6 +32,9 @@ WORKERS = 32
 GAUGE_SECONDS = 10.0
 
 _locks: dict[str, threading.Lock] = {}
+# When this process last reconciled each deployment (by uid): kept in memory so
+# that a drift pass that finds nothing writes nothing.
+_last_attempt: dict[str, datetime.datetime] = {}
 _locks_guard = threading.Lock()
 
 
@@ -163,6 +167,7 @@ def _reconcile_if_due(body: kopf.Body, memo: kopf.Memo) -> None:
             "reconciling %s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], reason
         )
         outcome = deployments.reconcile(controller, fresh)
+        _last_attempt[fresh["metadata"]["uid"]] = now()
         for kind, event_reason, message in outcome.events:
             kopf.event(body, type=kind, reason=event_reason, message=message)
         result = outcome.status.get("phase", "unknown")
@@ -176,7 +181,7 @@ def _reconcile_if_due(body: kopf.Body, memo: kopf.Memo) -> None:
 
 
 def deployments_due(body: kopf.Body | dict[str, Any]) -> str | None:
-    return due(dict(body), now())
+    return due(dict(body), now(), _last_attempt.get(body["metadata"]["uid"]))
 
 
 @kopf.on.event(GROUP, VERSION, "addondeployments")

@@ -3,7 +3,7 @@ import datetime
 import pytest
 
 from fleet.fleetview import rows
-from fleet.status import backoff_seconds, due, stamp, summary_message, worst
+from fleet.status import backoff_seconds, due, material, stamp, summary_message, worst
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -21,33 +21,44 @@ def ago(seconds):
 
 
 @pytest.mark.parametrize(
-    ("status", "expected"),
+    ("status", "last", "expected"),
     [
-        ({}, "revision changed"),
-        ({"appliedRevision": "r1", "phase": "Ready"}, "revision changed"),
-        ({"appliedRevision": "r2", "phase": "Ready", "lastDriftCheckTime": ago(10)}, None),
+        ({}, None, "revision changed"),
+        ({"appliedRevision": "r1", "phase": "Ready"}, 5, "revision changed"),
         (
-            {"appliedRevision": "r2", "phase": "Ready", "lastDriftCheckTime": ago(400)},
-            "drift check",
+            {"appliedRevision": "r2", "phase": "Ready"},
+            None,
+            "first look since the controller started",
         ),
-        ({"appliedRevision": "r2", "phase": "Applying", "lastAttemptTime": ago(0)}, None),
-        ({"appliedRevision": "r2", "phase": "Applying", "lastAttemptTime": ago(5)}, "applying"),
+        ({"appliedRevision": "r2", "phase": "Ready"}, 10, None),
+        ({"appliedRevision": "r2", "phase": "Ready"}, 400, "drift check"),
+        ({"appliedRevision": "r2", "phase": "Applying"}, 0, None),
+        ({"appliedRevision": "r2", "phase": "Applying"}, 5, "applying"),
         (
             {
                 "appliedRevision": "r1",
                 "phase": "Unreachable",
                 "nextAttemptTime": stamp(NOW + datetime.timedelta(seconds=30)),
             },
+            1,
             None,
         ),
         (
             {"appliedRevision": "r2", "phase": "Unreachable", "nextAttemptTime": ago(1)},
+            1,
             "retry after Unreachable",
         ),
     ],
 )
-def test_when_a_deployment_is_due(status, expected):
-    assert due(deployment(status), NOW) == expected
+def test_when_a_deployment_is_due(status, last, expected):
+    last_attempt = None if last is None else NOW - datetime.timedelta(seconds=last)
+    assert due(deployment(status), NOW, last_attempt) == expected
+
+
+def test_a_status_differing_only_in_attempt_time_is_not_worth_a_write():
+    before = {"phase": "Ready", "lastAttemptTime": ago(60), "ready": "1/1"}
+    assert material({**before, "lastAttemptTime": ago(0)}) == material(before)
+    assert material({**before, "ready": "0/1"}) != material(before)
 
 
 def test_backoff_grows_exponentially_and_is_capped():
