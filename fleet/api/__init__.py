@@ -14,4 +14,7 @@ LABEL_DATACENTER = f"{GROUP}/datacenter"
 LABEL_CLUSTER = f"{GROUP}/cluster"
 LABEL_PROFILE = f"{GROUP}/profile"
 FIELD_MANAGER = "fleet"
+# kopf's finalizer on fleet's own objects (AddonDeployments run their cleanup under it).
 CLEANUP_FINALIZER = f"{GROUP}/cleanup"
+# fleet's finalizer on CAPI Clusters; a different name, so kopf never takes it for its own.
+CLUSTER_FINALIZER = f"{GROUP}/addons"

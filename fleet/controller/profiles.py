@@ -10,7 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fleet.api import API_VERSION, CLEANUP_FINALIZER, LABEL_CLUSTER, LABEL_PROFILE
+from fleet.api import (
+    API_VERSION,
+    CLEANUP_FINALIZER,
+    CLUSTER_FINALIZER,
+    LABEL_CLUSTER,
+    LABEL_PROFILE,
+)
 from fleet.api.models import Cluster, InvalidSpec, parse_cluster, parse_profile
 from fleet.controller.management import Management
 from fleet.hashing import digest
@@ -113,10 +119,9 @@ def sync_profile(management: Management, namespace: str, name: str) -> None:
         clusters = [parse_cluster(c) for c in management.clusters(namespace)]
         selected = select(profile.selector, clusters)
     except (InvalidSpec, InvalidSelector) as error:
-        management.patch_status(
-            "addonprofiles",
-            namespace,
-            name,
+        _write_status(
+            management,
+            body,
             {
                 "observedGeneration": body["metadata"].get("generation"),
                 "conditions": [_condition(False, "InvalidSpec", str(error))],
@@ -165,10 +170,9 @@ def sync_profile(management: Management, namespace: str, name: str) -> None:
         if missing
         else (f"{summary['ready']}/{summary['matched']} clusters ready")
     )
-    management.patch_status(
-        "addonprofiles",
-        namespace,
-        name,
+    _write_status(
+        management,
+        body,
         {
             "observedGeneration": body["metadata"].get("generation"),
             "revision": digest({"profile": body["spec"], "addons": addon_specs}),
@@ -185,6 +189,22 @@ def sync_profile(management: Management, namespace: str, name: str) -> None:
     )
 
 
+def _write_status(management: Management, body: JSON, status: JSON) -> None:
+    """Patch the profile's status only when it changed (its own write would re-trigger a sync).
+
+    A condition keeps its lastTransitionTime while its status stays the same.
+    """
+    current = body.get("status") or {}
+    previous = {c["type"]: c for c in current.get("conditions") or []}
+    for condition in status.get("conditions", []):
+        before = previous.get(condition["type"])
+        if before and before.get("status") == condition["status"]:
+            condition["lastTransitionTime"] = before.get("lastTransitionTime")
+    if any(current.get(key) != value for key, value in status.items()):
+        meta = body["metadata"]
+        management.patch_status("addonprofiles", meta["namespace"], meta["name"], status)
+
+
 def _update_cluster_finalizers(
     management: Management, namespace: str, cluster: str, add: bool
 ) -> None:
@@ -194,12 +214,12 @@ def _update_cluster_finalizers(
         if body is None or (add and body["metadata"].get("deletionTimestamp")):
             return
         finalizers = body["metadata"].get("finalizers") or []
-        if (CLEANUP_FINALIZER in finalizers) == add:
+        if (CLUSTER_FINALIZER in finalizers) == add:
             return
         wanted = (
-            [*finalizers, CLEANUP_FINALIZER]
+            [*finalizers, CLUSTER_FINALIZER]
             if add
-            else [f for f in finalizers if f != CLEANUP_FINALIZER]
+            else [f for f in finalizers if f != CLUSTER_FINALIZER]
         )
         if management.set_cluster_finalizers(body, wanted):
             return

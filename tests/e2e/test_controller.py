@@ -232,7 +232,7 @@ def test_deleting_a_cluster_removes_its_addons_and_leaves_nothing_pending(tenant
     cluster = tenant.custom.get_namespaced_custom_object(
         "cluster.x-k8s.io", "v1beta2", tenant.namespace, "clusters", "gpu-02"
     )
-    assert "fleet.mlops.dev/cleanup" in cluster["metadata"]["finalizers"]
+    assert "fleet.mlops.dev/addons" in cluster["metadata"]["finalizers"]
 
     tenant.custom.delete_namespaced_custom_object(
         "cluster.x-k8s.io", "v1beta2", tenant.namespace, "clusters", "gpu-02"
