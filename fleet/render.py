@@ -198,3 +198,13 @@ def render_manifests(addon: Addon, values: JSON, context: RenderContext) -> list
         rendered = render_text(addon.name, name, text, variables)
         objects.extend(parse_objects(addon.name, name, rendered))
     return objects
+
+
+def render_addon(addon: Addon, values: JSON, context: RenderContext) -> list[JSON]:
+    """All objects of an add-on for one cluster."""
+    if addon.kind != "manifests":
+        raise PermanentError(
+            f"add-on {addon.name}: kind {addon.kind!r} is not supported by this controller "
+            "version yet; use kind manifests"
+        )
+    return render_manifests(addon, values, context)

@@ -30,7 +30,7 @@ from fleet.health import summarize
 from fleet.metrics import Metrics
 from fleet.order import dependency_order
 from fleet.remote import ClusterNotConnected, RemoteClusters, unreachable, unreachable_reason
-from fleet.render import RenderContext, gpu_inventory, kubelet_version, render_manifests
+from fleet.render import RenderContext, gpu_inventory, kubelet_version, render_addon
 from fleet.select import eligible
 from fleet.status import (
     APPLYING,
@@ -200,7 +200,7 @@ def _reconcile_addons(
         }
         context = RenderContext(cluster, datacenter, inventory)
         # Render every add-on before applying any: a template error leaves the cluster untouched.
-        rendered = {e.name: render_manifests(addons[e.name], e.values, context) for e in ordered}
+        rendered = {e.name: render_addon(addons[e.name], e.values, context) for e in ordered}
     except ClusterNotConnected as error:
         controller.metrics.reachable(meta["namespace"], spec["cluster"], False)
         raise _Stop(UNREACHABLE, str(error), retry=True) from error

@@ -62,7 +62,8 @@ def addons() -> list[dict[str, Any]]:
     namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n"
     daemonset = (
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: cache\nspec:\n"
-        "  selector: {matchLabels: {app: cache}}\n  template:\n    metadata: {labels: {app: cache}}\n"
+        "  selector: {matchLabels: {app: cache}}\n  template:\n"
+        "    metadata: {labels: {app: cache}}\n"
         '    spec:\n      nodeSelector: {nvidia.com/gpu.present: "true"}\n'
         "      tolerations: [{key: nvidia.com/gpu, operator: Exists}]\n"
         "      containers: [{name: c, image: cache:1}]\n"

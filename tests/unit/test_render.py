@@ -155,3 +155,25 @@ def test_filters_to_yaml_and_b64encode():
     )
     assert objects[0]["data"] == {"token": "YWJj"}
     assert objects[0]["stringData"]["labels"] == "fleet.mlops.dev/datacenter: dc-1\n"
+
+
+def test_helm_addons_fail_loudly_until_supported():
+    from fleet.errors import PermanentError
+    from fleet.render import render_addon
+
+    helm = parse_addon(
+        {
+            "kind": "Addon",
+            "metadata": {"name": "gpu-operator", "namespace": "n"},
+            "spec": {
+                "kind": "helm",
+                "chart": {
+                    "repository": "oci://r/charts",
+                    "name": "gpu-operator",
+                    "version": "v25.10.1",
+                },
+            },
+        }
+    )
+    with pytest.raises(PermanentError, match="kind 'helm' is not supported"):
+        render_addon(helm, {}, CONTEXT)
