@@ -20,7 +20,11 @@ DEGRADED, FAILED, UNREACHABLE, DELETING = "Degraded", "Failed", "Unreachable", "
 SEVERITY = (READY, PENDING, APPLYING, DEGRADED, UNREACHABLE, FAILED, DELETING)
 POLL_PHASES = (PENDING, APPLYING, DEGRADED)
 POLL_SECONDS = 2
+# A Ready deployment is probed (reachability and health, reads only) this often,
+# and compared for drift (dry-run applies) at its own, longer interval.
+PROBE_SECONDS = 30
 
+DRIFT_CHECK, PROBE = "drift check", "probe"
 BACKOFF = tenacity.wait_exponential(multiplier=2, min=2, max=120)
 DRIFT_JITTER = 0.1
 
@@ -76,7 +80,9 @@ def due(
     if phase in POLL_PHASES:
         return str(phase).lower() if elapsed >= POLL_SECONDS else None
     interval = drift_interval(body["metadata"]["name"], int(spec.get("driftIntervalSeconds", 180)))
-    return "drift check" if elapsed >= interval else None
+    if elapsed >= interval:
+        return DRIFT_CHECK
+    return PROBE if elapsed >= min(PROBE_SECONDS, interval) else None
 
 
 def material(status: JSON) -> JSON:

@@ -88,8 +88,12 @@ def _entry(previous: JSON, name: str, phase: str, message: str, when: str, **ext
     return entry
 
 
-def reconcile(controller: Controller, body: JSON) -> Outcome:
-    """Bring one deployment to its spec; returns the status it patched and events."""
+def reconcile(controller: Controller, body: JSON, *, drift: bool = True) -> Outcome:
+    """Bring one deployment to its spec; returns the status it patched and events.
+
+    With `drift=False` (a probe) applied objects are only read for health, not
+    compared with a dry-run apply.
+    """
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
     moment = now()
     when = stamp(moment)
@@ -97,7 +101,7 @@ def reconcile(controller: Controller, body: JSON) -> Outcome:
     new_status: JSON = {"lastAttemptTime": when}
     outcome = Outcome(new_status)
     try:
-        addons = _reconcile_addons(controller, body, when, outcome)
+        addons = _reconcile_addons(controller, body, when, outcome, drift)
     except _Stop as stop:
         addons = [
             _entry(previous, name, stop.phase, stop.message, when)
@@ -171,7 +175,7 @@ def _inputs(controller: Controller, body: JSON) -> tuple[Any, Profile, dict[str,
 
 
 def _reconcile_addons(
-    controller: Controller, body: JSON, when: str, outcome: Outcome
+    controller: Controller, body: JSON, when: str, outcome: Outcome, drift: bool
 ) -> list[JSON]:
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
     revision = spec["revision"]
@@ -236,6 +240,7 @@ def _reconcile_addons(
                 profile,
                 revision,
                 when,
+                drift,
             )
         except ClusterNotConnected as error:
             raise _Stop(UNREACHABLE, str(error), retry=True) from error
@@ -257,10 +262,13 @@ def _reconcile_addon(
     profile: Profile,
     revision: str,
     when: str,
+    drift: bool,
 ) -> JSON:
     inventory = [ObjectRef.from_json(ref) for ref in before.get("inventory") or []]
     applied_revision = before.get("appliedRevision")
     mode = profile.sync_mode
+    if not drift and applied_revision == revision and mode == "DryRun":
+        return before
     if mode == "DryRun":
         differences = applier.drift(objects, addon.default_namespace)
         message = f"dry run: {len(differences)} objects would change" if differences else ""
@@ -285,15 +293,15 @@ def _reconcile_addon(
             )
         inventory = refs
         extra.update(appliedRevision=revision, lastAppliedTime=when, drift=[])
-    elif mode == "Continuous":
-        drift = applier.drift(objects, addon.default_namespace)
-        if drift:
+    elif mode == "Continuous" and drift:
+        drifted = applier.drift(objects, addon.default_namespace)
+        if drifted:
             inventory = applier.apply(objects, addon.default_namespace)
-            controller.metrics.drift_corrected(len(drift))
+            controller.metrics.drift_corrected(len(drifted))
             events.append(
-                ("Warning", "DriftCorrected", f"{entry.name}: corrected {'; '.join(drift)}")
+                ("Warning", "DriftCorrected", f"{entry.name}: corrected {'; '.join(drifted)}")
             )
-            extra.update(drift=drift, lastAppliedTime=when)
+            extra.update(drift=drifted, lastAppliedTime=when)
     extra["inventory"] = [ref.to_json() for ref in inventory]
     health = summarize(applier.health(inventory))
     if health.ready:

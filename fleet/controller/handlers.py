@@ -21,7 +21,7 @@ from fleet.api import CAPI_GROUP, CLEANUP_FINALIZER, GROUP, VERSION
 from fleet.controller import deployments, profiles
 from fleet.controller.deployments import Controller
 from fleet.errors import FleetError, TemporaryError
-from fleet.status import due, now
+from fleet.status import PROBE, due, now
 
 log = logging.getLogger("fleet.controller")
 
@@ -166,7 +166,7 @@ def _reconcile_if_due(body: kopf.Body, memo: kopf.Memo) -> None:
         log.debug(
             "reconciling %s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], reason
         )
-        outcome = deployments.reconcile(controller, fresh)
+        outcome = deployments.reconcile(controller, fresh, drift=deployments_due(fresh) != PROBE)
         _last_attempt[fresh["metadata"]["uid"]] = now()
         for kind, event_reason, message in outcome.events:
             kopf.event(body, type=kind, reason=event_reason, message=message)

@@ -224,6 +224,24 @@ def test_unreachable_cluster_is_reported_alone_and_recovers(tenant: Tenant, loca
     wait_until(ready_on(tenant, set(CLUSTERS)), 150, "gpu-03 Ready again", tenant.phases)
     assert tenant.config_map("gpu-03", "probe").data == {"up": "yes"}
 
+    # A Ready cluster that goes down is noticed by the next probe, not the next drift pass.
+    assert fleet_cli("dev", "stop", "gpu-03", "--state-dir", local_fleet.state_dir).returncode == 0
+    try:
+        wait_until(
+            lambda: (
+                (tenant.deployments()["gpu-03"].get("status") or {}).get("phase") == "Unreachable"
+            ),
+            45,
+            "gpu-03 Unreachable after going down",
+            tenant.phases,
+        )
+    finally:
+        assert (
+            fleet_cli("dev", "start", "gpu-03", "--state-dir", local_fleet.state_dir).returncode
+            == 0
+        )
+    wait_until(ready_on(tenant, set(CLUSTERS)), 150, "gpu-03 Ready again", tenant.phases)
+
 
 def test_deleting_a_cluster_removes_its_addons_and_leaves_nothing_pending(tenant: Tenant):
     addon(tenant, "leaving", {"l.yaml": config_map("leaving", '  x: "1"\n')})

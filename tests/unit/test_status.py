@@ -31,6 +31,7 @@ def ago(seconds):
             "first look since the controller started",
         ),
         ({"appliedRevision": "r2", "phase": "Ready"}, 10, None),
+        ({"appliedRevision": "r2", "phase": "Ready"}, 40, "probe"),
         ({"appliedRevision": "r2", "phase": "Ready"}, 400, "drift check"),
         ({"appliedRevision": "r2", "phase": "Applying"}, 0, None),
         ({"appliedRevision": "r2", "phase": "Applying"}, 5, "applying"),
