@@ -14,6 +14,7 @@ from urllib3.exceptions import HTTPError
 from fleet.api import FIELD_MANAGER
 from fleet.api.install import DEFAULT_IMAGE, DEFAULT_NAMESPACE, manifests
 from fleet.cli.console import Terminal
+from fleet.cli.options import kubeconfig_option, management_client
 from fleet.health import health
 from fleet.order import apply_sorted
 
@@ -21,12 +22,7 @@ ESTABLISH_SECONDS = 30.0
 
 
 @click.command()
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="KUBECONFIG",
-    help="Kubeconfig of the management cluster.",
-)
+@kubeconfig_option
 @click.option(
     "--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace of the controller."
 )
@@ -56,7 +52,7 @@ def install(
                 terminal.data(body, "yaml")
         return
     try:
-        api = k8s_config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
+        api = management_client(kubeconfig)
         dynamic = DynamicClient(api)
         for body in objects:
             resource = dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])

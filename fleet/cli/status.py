@@ -10,6 +10,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from fleet.cli.console import Terminal, columns
+from fleet.cli.options import kubeconfig_option, management_client
 from fleet.controller.management import Management
 from fleet.fleetview import ClusterRow, rows
 
@@ -34,12 +35,7 @@ def status_table(found: list[ClusterRow], namespaced: bool) -> list[tuple[str, .
 
 
 @click.command()
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="KUBECONFIG",
-    help="Kubeconfig of the management cluster.",
-)
+@kubeconfig_option
 @click.option("-n", "--namespace", help="Only the Clusters of this namespace (default: all).")
 @click.option(
     "-o",
@@ -55,7 +51,7 @@ def status(terminal: Terminal, kubeconfig: Path | None, namespace: str | None, o
     Exit code 0 when every cluster is free of problems, 3 when some have problems.
     """
     try:
-        api = k8s_config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
+        api = management_client(kubeconfig)
         management = Management(api)
         found = rows(management.clusters(namespace), management.list("addondeployments", namespace))
     except (ApiException, HTTPError, k8s_config.ConfigException, OSError) as error:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import ssl
 import subprocess
-import time
 
 import pytest
 import urllib3
@@ -19,19 +18,9 @@ from kubernetes import client, config
 from fleet.devenv.state import FleetState
 from fleet.devenv.toolchain import ensure_toolchain
 
-from .conftest import CLUSTERS, DATACENTERS, fleet_cli, workload_client
+from .conftest import CLUSTERS, DATACENTERS, fleet_cli, wait_until, workload_client
 
 CAPI = ("cluster.x-k8s.io", "v1beta2")
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def list_clusters(management: client.ApiClient, namespace: str) -> list[dict]:

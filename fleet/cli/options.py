@@ -1,0 +1,20 @@
+"""Options and clients shared by the commands that talk to a management cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+kubeconfig_option = click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="KUBECONFIG",
+    help="Kubeconfig of the management cluster (default: $KUBECONFIG, then ~/.kube/config).",
+)
+
+
+def management_client(kubeconfig: Path | None) -> k8s.ApiClient:
+    return k8s_config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
