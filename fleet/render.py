@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,11 +200,35 @@ def render_manifests(addon: Addon, values: JSON, context: RenderContext) -> list
     return objects
 
 
-def render_addon(addon: Addon, values: JSON, context: RenderContext) -> list[JSON]:
-    """All objects of an add-on for one cluster."""
-    if addon.kind != "manifests":
-        raise PermanentError(
-            f"add-on {addon.name}: kind {addon.kind!r} is not supported by this controller "
-            "version yet; use kind manifests"
-        )
-    return render_manifests(addon, values, context)
+ChartTemplater = Callable[[Addon, JSON], list[JSON]]
+VALUES_TEMPLATE = "valuesTemplate"
+
+
+def render_chart_values(addon: Addon, values: JSON, context: RenderContext) -> JSON:
+    """The chart values of a helm add-on: its valuesTemplate rendered for one cluster."""
+    text = render_text(
+        addon.name,
+        VALUES_TEMPLATE,
+        addon.require_chart().values_template,
+        context.variables(addon, values),
+    )
+    try:
+        rendered = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as error:
+        raise RenderError(
+            addon.name, VALUES_TEMPLATE, None, f"rendered values are not valid YAML: {error}"
+        ) from error
+    if not isinstance(rendered, dict):
+        raise RenderError(addon.name, VALUES_TEMPLATE, None, "rendered values are not a mapping")
+    return rendered
+
+
+def render_addon(
+    addon: Addon, values: JSON, context: RenderContext, charts: ChartTemplater | None = None
+) -> list[JSON]:
+    """All objects of an add-on for one cluster; helm charts go through `charts`."""
+    if addon.kind == "manifests":
+        return render_manifests(addon, values, context)
+    if charts is None:
+        raise PermanentError(f"add-on {addon.name}: no chart renderer for kind {addon.kind!r}")
+    return charts(addon, render_chart_values(addon, values, context))

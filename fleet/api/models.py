@@ -69,6 +69,11 @@ class Addon:
     health_timeout_seconds: int = 300
     spec: JSON = field(default_factory=dict, compare=False, hash=False)
 
+    def require_chart(self) -> ChartSource:
+        if self.chart is None:
+            raise InvalidSpec(f"Addon {self.namespace}/{self.name}: kind {self.kind} has no chart")
+        return self.chart
+
 
 def parse_addon(body: JSON) -> Addon:
     spec = _require(body, "spec", body.get("spec"), dict)

@@ -27,10 +27,17 @@ from fleet.controller.management import Management
 from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.health import FAILED as HEALTH_FAILED
 from fleet.health import summarize
+from fleet.helm import HelmRenderer
 from fleet.metrics import Metrics
 from fleet.order import dependency_order
 from fleet.remote import ClusterNotConnected, RemoteClusters, unreachable, unreachable_reason
-from fleet.render import RenderContext, gpu_inventory, kubelet_version, render_addon
+from fleet.render import (
+    ChartTemplater,
+    RenderContext,
+    gpu_inventory,
+    kubelet_version,
+    render_addon,
+)
 from fleet.select import eligible
 from fleet.status import (
     APPLYING,
@@ -59,6 +66,18 @@ class Controller:
     management: Management
     remotes: RemoteClusters
     metrics: Metrics
+    helm: HelmRenderer | None = None
+
+    def charts(self, kube_version: str) -> ChartTemplater:
+        """Renders helm add-ons for a cluster of `kube_version` (helm is found on first use)."""
+
+        def template(addon: Addon, values: JSON) -> list[JSON]:
+            if self.helm is None:
+                self.helm = HelmRenderer()
+            access = self.management.registry_access(addon.require_chart().repository)
+            return self.helm.template(addon, values, kube_version, access)
+
+        return template
 
 
 @dataclass(slots=True)
@@ -204,7 +223,10 @@ def _reconcile_addons(
         }
         context = RenderContext(cluster, datacenter, inventory)
         # Render every add-on before applying any: a template error leaves the cluster untouched.
-        rendered = {e.name: render_addon(addons[e.name], e.values, context) for e in ordered}
+        charts = controller.charts(outcome.status["cluster"]["kubernetesVersion"])
+        rendered = {
+            e.name: render_addon(addons[e.name], e.values, context, charts) for e in ordered
+        }
     except ClusterNotConnected as error:
         controller.metrics.reachable(meta["namespace"], spec["cluster"], False)
         raise _Stop(UNREACHABLE, str(error), retry=True) from error

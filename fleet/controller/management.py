@@ -8,6 +8,7 @@ Clusters.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -15,6 +16,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from fleet.api import CAPI_GROUP, CAPI_VERSIONS, GROUP, VERSION
+from fleet.helm import RegistryAccess
 
 JSON = dict[str, Any]
 TIMEOUT = (5.0, 30.0)
@@ -135,6 +137,26 @@ class Management:
             )
         items: list[JSON] = result["items"]
         return items
+
+    def registry_access(self, repository: str) -> RegistryAccess:
+        """How to reach the registry of an OCI reference, from the Datacenter serving it."""
+        host = repository.removeprefix("oci://").split("/", 1)[0]
+        for datacenter in self.list("datacenters"):
+            registry = (datacenter.get("spec") or {}).get("registry") or {}
+            if registry.get("url", "").removeprefix("https://").rstrip("/") != host:
+                continue
+            if registry.get("insecure"):
+                return RegistryAccess(plain_http=True)
+            reference = registry.get("caSecretRef")
+            if reference:
+                secret = self._json(
+                    k8s.CoreV1Api(self.api).read_namespaced_secret,
+                    reference["name"],
+                    reference["namespace"],
+                )
+                ca = (secret.get("data") or {}).get("ca.crt", "")
+                return RegistryAccess(ca_pem=base64.b64decode(ca).decode())
+        return RegistryAccess()
 
     def datacenter(self, name: str) -> JSON | None:
         return self._get_or_none(

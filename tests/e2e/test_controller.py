@@ -7,11 +7,14 @@ namespace of its own on them.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 
 from kubernetes import client
 
 from fleet.api import GROUP, VERSION
+from fleet.devenv.toolchain import ensure_toolchain
 
 from .conftest import Tenant, fleet_cli, wait_until
 
@@ -365,3 +368,76 @@ def test_controller_restart_mid_work_converges_without_duplicates(tenant: Tenant
     ]
     assert sorted(names) == [f"restart.{c}" for c in CLUSTERS]
     assert 'fleet_reconcile_duration_seconds_count{result="Ready"}' in controller.metrics()
+
+
+def test_helm_addon_from_the_datacenter_registry(tenant: Tenant, local_fleet, tmp_path):
+    helm = str(ensure_toolchain().path("helm"))
+    chart = tmp_path / "gpu-probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "crds").mkdir()
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: gpu-probe\nversion: 0.1.0\n")
+    (chart / "templates" / "settings.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n"
+        "  kubeVersion: {{ .Capabilities.KubeVersion.Version | quote }}\n"
+    )
+    (chart / "crds" / "probes.yaml").write_text(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        f"metadata:\n  name: probes.{tenant.target}.example.com\nspec:\n"
+        f"  group: {tenant.target}.example.com\n  scope: Namespaced\n"
+        "  names: {kind: Probe, plural: probes}\n"
+        "  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema:"
+        " {type: object, x-kubernetes-preserve-unknown-fields: true}}}]\n"
+    )
+    registry = next(d for d in local_fleet.datacenters if d.name == "dc-1")
+    subprocess.run(
+        [helm, "package", str(chart), "-d", str(tmp_path)], check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            helm,
+            "push",
+            str(tmp_path / "gpu-probe-0.1.0.tgz"),
+            f"oci://{registry.registry}/charts",
+            "--ca-file",
+            registry.registry_ca,
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+
+    tenant.label_cluster("gpu-01", {"helm": "yes"})
+    addon(tenant, "probe-namespace", {})
+    tenant.apply(
+        "addons",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Addon",
+            "metadata": {"name": "probe"},
+            "spec": {
+                "kind": "helm",
+                "defaultNamespace": tenant.target,
+                "chart": {
+                    "repository": f"oci://{registry.registry}/charts",
+                    "name": "gpu-probe",
+                    "version": "0.1.0",
+                    "valuesTemplate": "greeting: hello {{ cluster.name }}\n",
+                },
+            },
+        },
+    )
+    profile(
+        tenant,
+        "helm",
+        [{"name": "probe-namespace"}, {"name": "probe", "dependsOn": ["probe-namespace"]}],
+        {"matchLabels": {"helm": "yes"}},
+    )
+    wait_until(ready_on(tenant, {"gpu-01"}), 90, "the helm add-on Ready", tenant.phases)
+    settings = tenant.config_map("gpu-01", "probe-settings")
+    assert settings.data == {
+        "greeting": "hello gpu-01",
+        "kubeVersion": local_fleet.versions["kube"],
+    }
+    crds = client.ApiextensionsV1Api(tenant.workload("gpu-01"))
+    assert crds.read_custom_resource_definition(f"probes.{tenant.target}.example.com")

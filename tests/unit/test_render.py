@@ -1,7 +1,7 @@
 import pytest
 
 from fleet.api.models import parse_addon, parse_cluster, parse_datacenter
-from fleet.render import RenderContext, RenderError, gpu_inventory, render_manifests
+from fleet.render import RenderContext, RenderError, gpu_inventory, render_addon, render_manifests
 
 CLUSTER = parse_cluster(
     {
@@ -157,23 +157,40 @@ def test_filters_to_yaml_and_b64encode():
     assert objects[0]["stringData"]["labels"] == "fleet.mlops.dev/datacenter: dc-1\n"
 
 
-def test_helm_addons_fail_loudly_until_supported():
-    from fleet.errors import PermanentError
-    from fleet.render import render_addon
-
-    helm = parse_addon(
-        {
-            "kind": "Addon",
-            "metadata": {"name": "gpu-operator", "namespace": "n"},
-            "spec": {
-                "kind": "helm",
-                "chart": {
-                    "repository": "oci://r/charts",
-                    "name": "gpu-operator",
-                    "version": "v25.10.1",
-                },
+HELM = parse_addon(
+    {
+        "kind": "Addon",
+        "metadata": {"name": "gpu-operator", "namespace": "n"},
+        "spec": {
+            "kind": "helm",
+            "defaultNamespace": "gpu-operator",
+            "chart": {
+                "repository": "oci://r/charts",
+                "name": "gpu-operator",
+                "version": "v25.10.1",
+                "valuesTemplate": (
+                    "driver:\n  enabled: {{ values.driver }}\n"
+                    "mig:\n  strategy: "
+                    "{{ 'single' if gpu.mig_capable_nodes else 'none' }}\n"
+                ),
             },
-        }
-    )
-    with pytest.raises(PermanentError, match="kind 'helm' is not supported"):
-        render_addon(helm, {}, CONTEXT)
+        },
+    }
+)
+
+
+def test_helm_values_are_rendered_and_handed_to_the_chart_templater():
+    seen = []
+
+    def charts(addon, values):
+        seen.append((addon.name, values))
+        return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}]
+
+    objects = render_addon(HELM, {"driver": False}, CONTEXT, charts)
+    assert seen == [("gpu-operator", {"driver": {"enabled": False}, "mig": {"strategy": "single"}})]
+    assert objects[0]["kind"] == "ConfigMap"
+
+
+def test_helm_values_template_errors_name_the_values_template():
+    with pytest.raises(RenderError, match="template 'valuesTemplate' line 2: undefined variable"):
+        render_addon(HELM, {}, CONTEXT, lambda addon, values: [])

@@ -1,0 +1,141 @@
+"""Render Helm add-ons with `helm template`, charts pulled from OCI registries.
+
+A chart version is pulled once into a cache folder and rendered from there.
+The registry is verified against the CA of the Datacenter that serves it
+(`spec.registry.caSecretRef`); plain HTTP only when that Datacenter marks its
+registry `insecure`. Nothing is installed with Helm: fleet applies the
+rendered objects itself (server-side apply, pruning, drift), so there are no
+Helm release Secrets and no releases stuck in pending-install.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleet.api.models import Addon, ChartSource
+from fleet.errors import PermanentError, TemporaryError
+
+JSON = dict[str, Any]
+HELM_TIMEOUT = 120
+
+
+class HelmError(PermanentError):
+    pass
+
+
+def find_helm() -> str:
+    """$FLEET_HELM, else `helm` on PATH, else the local fleet's build of it."""
+    explicit = os.environ.get("FLEET_HELM")
+    if explicit:
+        return explicit
+    found = shutil.which("helm")
+    if found:
+        return found
+    from fleet.devenv.toolchain import TOOLS, plan_build, tools_dir
+
+    tool = next(t for t in TOOLS if t.name == "helm")
+    built = plan_build(tool, tools_dir() / tool.name).binary_path
+    if built.exists():
+        return str(built)
+    raise HelmError("helm add-ons need the helm binary: set FLEET_HELM or put helm on PATH")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryAccess:
+    """How to reach the registry serving a chart: its CA (PEM), or plain HTTP."""
+
+    ca_pem: str = ""
+    plain_http: bool = False
+
+
+class HelmRenderer:
+    def __init__(self, helm: str | None = None, cache: Path | None = None) -> None:
+        self.helm = helm or find_helm()
+        self.cache = cache or Path(tempfile.mkdtemp(prefix="fleet-charts-"))
+        self._lock = threading.Lock()
+
+    def _run(self, arguments: list[str], what: str) -> str:
+        try:
+            result = subprocess.run(
+                [self.helm, *arguments],
+                capture_output=True,
+                text=True,
+                timeout=HELM_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise TemporaryError(f"{what}: helm took over {HELM_TIMEOUT}s", delay=30) from error
+        if result.returncode != 0:
+            raise HelmError(f"{what}: {result.stderr.strip().splitlines()[-1][:300]}")
+        return result.stdout
+
+    def _access_flags(self, access: RegistryAccess) -> list[str]:
+        if access.plain_http:
+            return ["--plain-http"]
+        if access.ca_pem:
+            ca = self.cache / f"ca-{abs(hash(access.ca_pem))}.crt"
+            if not ca.exists():
+                ca.write_text(access.ca_pem)
+            return ["--ca-file", str(ca)]
+        return []
+
+    def chart(self, chart: ChartSource, access: RegistryAccess) -> Path:
+        """The chart archive, pulled on first use."""
+        folder = (
+            self.cache
+            / base64.urlsafe_b64encode(f"{chart.repository}/{chart.name}".encode()).decode()
+            / chart.version
+        )
+        with self._lock:
+            archives = list(folder.glob("*.tgz")) if folder.exists() else []
+            if archives:
+                return archives[0]
+            folder.mkdir(parents=True, exist_ok=True)
+            self._run(
+                [
+                    "pull",
+                    f"{chart.repository.rstrip('/')}/{chart.name}",
+                    "--version",
+                    chart.version,
+                    "--destination",
+                    str(folder),
+                    *self._access_flags(access),
+                ],
+                f"pulling chart {chart.name} {chart.version} from {chart.repository}",
+            )
+            archives = list(folder.glob("*.tgz"))
+        if not archives:
+            raise HelmError(f"helm pull of {chart.name} {chart.version} produced no archive")
+        return archives[0]
+
+    def template(
+        self, addon: Addon, values: JSON, kube_version: str, access: RegistryAccess
+    ) -> list[JSON]:
+        archive = self.chart(addon.require_chart(), access)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.cache) as values_file:
+            yaml.safe_dump(values, values_file)
+            values_file.flush()
+            arguments = [
+                "template",
+                addon.name,
+                str(archive),
+                "--namespace",
+                addon.default_namespace,
+                "--include-crds",
+                "-f",
+                values_file.name,
+            ]
+            if kube_version:
+                arguments += ["--kube-version", kube_version]
+            rendered = self._run(arguments, f"add-on {addon.name}: helm template")
+        return [doc for doc in yaml.safe_load_all(rendered) if isinstance(doc, dict)]
