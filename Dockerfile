@@ -1,7 +1,15 @@
 # The controller image that `fleet install` deploys (ghcr.io/fleet-mlops/fleet:<version>).
 # Not built in this repository's CI: the development machines have no Docker engine.
+
+# helm renders `kind: helm` add-ons; built from its Go module at the version hack/ pins.
+FROM golang:1.26 AS helm
+COPY hack/tools/helm /src
+WORKDIR /src
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/helm helm.sh/helm/v3/cmd/helm
+
 FROM python:3.11-slim
 WORKDIR /app
+COPY --from=helm /out/helm /usr/local/bin/helm
 COPY pyproject.toml README.md ./
 COPY fleet ./fleet
 RUN pip install --no-cache-dir . \

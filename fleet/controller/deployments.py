@@ -30,7 +30,13 @@ from fleet.health import summarize
 from fleet.helm import HelmRenderer
 from fleet.metrics import Metrics
 from fleet.order import dependency_order
-from fleet.remote import ClusterNotConnected, RemoteClusters, unreachable, unreachable_reason
+from fleet.remote import (
+    ClusterNotConnected,
+    Remote,
+    RemoteClusters,
+    unreachable,
+    unreachable_reason,
+)
 from fleet.render import (
     ChartTemplater,
     RenderContext,
@@ -270,7 +276,33 @@ def _reconcile_addons(
             results[entry.name] = _entry(before, entry.name, APPLYING, str(error), when)
         except PermanentError as error:
             results[entry.name] = _entry(before, entry.name, FAILED, str(error), when)
+    _withdraw_removed(remote, previous, results, profile, outcome.events)
     return [results[entry.name] for entry in profile.addons]
+
+
+def _withdraw_removed(
+    remote: Remote,
+    previous: dict[str, JSON],
+    results: dict[str, JSON],
+    profile: Profile,
+    events: list[tuple[str, str, str]],
+) -> None:
+    """Delete the objects of add-ons that left the profile (unless the policy orphans them)."""
+    for name, entry in previous.items():
+        if name in results or not entry.get("inventory"):
+            continue
+        refs = [ObjectRef.from_json(ref) for ref in entry["inventory"]]
+        if profile.cleanup_policy == "Orphan":
+            events.append(("Normal", "Orphaned", f"{name} left the profile; objects kept"))
+            continue
+        deleted = Applier(remote, "", "").delete(refs)
+        events.append(
+            (
+                "Normal",
+                "Withdrawn",
+                f"{name} left the profile: deleted {', '.join(map(str, deleted))}",
+            )
+        )
 
 
 def _reconcile_addon(

@@ -135,6 +135,18 @@ def test_template_change_updates_objects_and_prunes_the_dropped_one(tenant: Tena
         ("ConfigMap", "a"),
     }
 
+    # An add-on that leaves the profile takes its objects with it.
+    addon(tenant, "extra", {"x.yaml": config_map("x", '  extra: "yes"\n')}, namespace=False)
+    profile(tenant, "settings", [{"name": "settings"}, {"name": "extra"}], selector)
+    wait_until(
+        lambda: tenant.config_map("gpu-01", "x") is not None, 60, "extra applied", tenant.phases
+    )
+    profile(tenant, "settings", [{"name": "settings"}], selector)
+    wait_until(
+        lambda: tenant.config_map("gpu-01", "x") is None, 60, "extra withdrawn", tenant.phases
+    )
+    assert tenant.config_map("gpu-01", "a") is not None
+
 
 def test_drift_is_corrected_in_continuous_and_only_reported_in_dry_run(tenant: Tenant):
     tenant.label_cluster("gpu-02", {"drift": "yes"})
