@@ -9,7 +9,6 @@ are contained: they end in this deployment's status, never in another's.
 from __future__ import annotations
 
 import datetime
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +61,6 @@ from fleet.status import (
 )
 
 JSON = dict[str, Any]
-log = logging.getLogger("fleet.controller")
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from fleet.api import CAPI_GROUP, CLEANUP_FINALIZER, GROUP, VERSION
 from fleet.controller import deployments, profiles
 from fleet.controller.deployments import Controller
 from fleet.errors import FleetError, TemporaryError
-from fleet.status import PROBE, due, now
+from fleet.status import DELETING, PROBE, due, now
 
 log = logging.getLogger("fleet.controller")
 
@@ -198,6 +198,13 @@ def deployment_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, "addondeployments")
 def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     controller = _controller(memo)
+    meta = body["metadata"]
+    controller.management.patch_status(
+        "addondeployments",
+        meta["namespace"],
+        meta["name"],
+        {"phase": DELETING, "message": "removing the add-ons' objects from the cluster"},
+    )
     with _lock(body["metadata"]["uid"]):
         try:
             done = deployments.cleanup(controller, dict(body), CLEANUP_GRACE_SECONDS)
