@@ -1,78 +1,42 @@
-"""Apply, check, compare and prune an add-on's objects on one workload cluster.
+"""Carry out a plan for one add-on on one workload cluster: find, apply, prune, compare.
 
-Server-side apply with field manager `fleet`, CRDs first (waiting until they
-are Established, so the add-on's own custom resources can follow), then the
-rest in lightkube's order. Every object carries the ApplySet label
-`applyset.kubernetes.io/part-of`; the add-on's inventory (kept in the
-AddonDeployment's status) is what gets pruned when an object is no longer
-rendered. Drift is found with a dry-run apply: if applying our fields again
-would change the live object, someone changed one of them.
+Server-side apply with field manager `fleet`, in lightkube's order (CRDs
+first, webhooks last). Every object carries the ApplySet label
+`applyset.kubernetes.io/part-of`; what this add-on owns on a cluster is found
+by listing that label over the kinds its record names, so prune and cleanup
+can only ever touch objects fleet labelled, and delete them by uid.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
-
-from fleet.api import FIELD_MANAGER
+from fleet.connections.client import ApiError, ClusterClient, KindNotServed, Resource
 from fleet.errors import PermanentError, TemporaryError
-from fleet.health import Health, health
+from fleet.health import health
 from fleet.order import apply_sorted, delete_sorted
-from fleet.remote import TIMEOUT, ClusterNotConnected, Remote, unreachable, unreachable_reason
+from fleet.plan import Live, ObjectKey, Record, live_object
 
 JSON = dict[str, Any]
 APPLYSET_LABEL = "applyset.kubernetes.io/part-of"
 ADDON_ANNOTATION = "fleet.mlops.dev/addon"
-CRD_ESTABLISH_SECONDS = 30.0
-IGNORED_METADATA = (
-    "managedFields",
-    "resourceVersion",
-    "generation",
-    "uid",
-    "creationTimestamp",
-    "selfLink",
-)
+IGNORED_METADATA = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 
 
-class ApplyError(PermanentError):
-    """The cluster refused an object (invalid, forbidden, unknown kind)."""
+class ApplyFailed(PermanentError):
+    """An object was refused; the objects before it were applied and are recorded."""
+
+    def __init__(self, key: ObjectKey, reason: str, applied: list[Live]) -> None:
+        super().__init__(f"{key} was refused: {reason}")
+        self.key, self.reason, self.applied = key, reason, applied
 
 
-class KindNotServed(ApplyError):
-    """The cluster serves no such kind (e.g. its CRD is not installed, or was removed)."""
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class ObjectRef:
-    api_version: str
-    kind: str
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind} {where}{self.name}"
-
-    def to_json(self) -> JSON:
-        ref = {"apiVersion": self.api_version, "kind": self.kind, "name": self.name}
-        return ref | ({"namespace": self.namespace} if self.namespace else {})
-
-    @classmethod
-    def from_json(cls, data: JSON) -> ObjectRef:
-        return cls(data["apiVersion"], data["kind"], data.get("namespace", ""), data["name"])
-
-    @classmethod
-    def of(cls, body: JSON) -> ObjectRef:
-        meta = body["metadata"]
-        return cls(body["apiVersion"], body["kind"], meta.get("namespace", ""), meta["name"])
+class WaitingForCRD(TemporaryError):
+    """A CRD the add-on applied is not Established yet; its objects follow on the next pass."""
 
 
 def applyset_id(parent_name: str, parent_namespace: str) -> str:
@@ -83,7 +47,7 @@ def applyset_id(parent_name: str, parent_namespace: str) -> str:
 
 
 def changed_paths(desired: Any, live: Any, path: str = "") -> list[str]:
-    """Paths at which two JSON values differ (pure; used to say what drifted)."""
+    """Paths at which two JSON values differ (pure; used to say what a dry run would change)."""
     if isinstance(desired, dict) and isinstance(live, dict):
         paths: list[str] = []
         for key in sorted(set(desired) | set(live)):
@@ -99,164 +63,157 @@ def _comparable(body: JSON) -> JSON:
     return {k: v for k, v in body.items() if k != "status"} | {"metadata": meta}
 
 
-class Applier:
-    """Talks to one workload cluster on behalf of one add-on."""
+def crd_scopes(objects: Iterable[JSON]) -> dict[tuple[str, str], bool]:
+    """(group, kind) -> namespaced, for the CRDs among an add-on's own objects."""
+    scopes = {}
+    for body in objects:
+        if body.get("kind") == "CustomResourceDefinition":
+            spec = body.get("spec") or {}
+            kind = (spec.get("names") or {}).get("kind", "")
+            scopes[(spec.get("group", ""), kind)] = spec.get("scope") == "Namespaced"
+    return scopes
 
-    def __init__(self, remote: Remote, applyset: str, addon_label: str) -> None:
-        self.remote = remote
-        self.applyset = applyset
-        self.addon_label = addon_label
 
-    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, _request_timeout=TIMEOUT, **kwargs)
-        except (NotFoundError, ResourceNotFoundError):
-            raise
-        except ApiException as error:
-            if error.status in (429, 500, 502, 503, 504):
-                raise TemporaryError(f"{what}: {error.status} {error.reason}", delay=5) from error
-            raise ApplyError(f"{what}: {error.status} {_api_message(error)}") from error
-        except Exception as error:
-            if unreachable(error):
-                raise ClusterNotConnected(
-                    f"{self.remote.cluster}: {unreachable_reason(error)}"
-                ) from error
-            raise
+@dataclass(slots=True)
+class AddonOnCluster:
+    """One add-on's objects on one cluster, under one ApplySet id."""
 
-    def _resource(self, api_version: str, kind: str) -> Any:
-        try:
-            return self.remote.dynamic.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError as error:
-            raise KindNotServed(
-                f"{kind} ({api_version}) is not served by cluster {self.remote.cluster}"
-            ) from error
+    client: ClusterClient
+    applyset: str
+    addon_label: str
 
-    def prepare(self, body: JSON, default_namespace: str) -> JSON:
-        """Set the namespace of namespaced objects that name none, and the ApplySet labels."""
-        resource = self._resource(body["apiVersion"], body["kind"])
-        meta = dict(body["metadata"])
-        if resource.namespaced and not meta.get("namespace"):
-            meta["namespace"] = default_namespace
-        if not resource.namespaced:
-            meta.pop("namespace", None)
-        meta["labels"] = {**(meta.get("labels") or {}), APPLYSET_LABEL: self.applyset}
-        meta["annotations"] = {
-            **(meta.get("annotations") or {}),
-            ADDON_ANNOTATION: self.addon_label,
-        }
-        return {**body, "metadata": meta}
+    def _resource(self, api_version: str, kind: str) -> Resource:
+        return self.client.resource(api_version, kind)
 
-    def apply(
-        self, objects: Iterable[JSON], default_namespace: str, *, dry_run: bool = False
-    ) -> list[ObjectRef]:
-        """Server-side apply every object; returns the refs of what the server now holds.
+    def prepare(self, objects: Iterable[JSON], default_namespace: str) -> list[JSON]:
+        """Objects in apply order, with their namespace settled and the ApplySet label set."""
+        objects = apply_sorted(objects)
+        scopes = crd_scopes(objects)
+        prepared = []
+        for body in objects:
+            key = ObjectKey.of(body)
+            if (key.group, key.kind) in scopes:
+                namespaced = scopes[(key.group, key.kind)]
+            else:
+                namespaced = self._resource(body["apiVersion"], body["kind"]).namespaced
+            meta = dict(body["metadata"])
+            if namespaced and not meta.get("namespace"):
+                meta["namespace"] = default_namespace
+            if not namespaced:
+                meta.pop("namespace", None)
+            meta["labels"] = {**(meta.get("labels") or {}), APPLYSET_LABEL: self.applyset}
+            meta["annotations"] = {
+                **(meta.get("annotations") or {}),
+                ADDON_ANNOTATION: self.addon_label,
+            }
+            prepared.append({**body, "metadata": meta})
+        return prepared
 
-        Objects are prepared one by one just before they are sent, because a
-        custom resource's scope is only known once its CRD is established.
-        """
-        ordered = apply_sorted(objects)
-        crds = [o for o in ordered if o["kind"] == "CustomResourceDefinition"]
-        applied = [self._apply_one(self.prepare(body, default_namespace), dry_run) for body in crds]
-        if crds and not dry_run:
-            self._wait_established([o["metadata"]["name"] for o in crds])
-        applied += [
-            self._apply_one(self.prepare(body, default_namespace), dry_run)
-            for body in ordered[len(crds) :]
-        ]
-        return [ObjectRef.of(body) for body in applied]
+    def owned(self, record: Record) -> dict[ObjectKey, Live]:
+        """Every object on the cluster that carries this add-on's ApplySet label."""
+        found: dict[ObjectKey, Live] = {}
+        selector = f"{APPLYSET_LABEL}={self.applyset}"
+        for api_version, kind in record.kinds():
+            try:
+                resource = self._resource(api_version, kind)
+            except KindNotServed:
+                continue
+            for body in self.client.list(resource, selector):
+                live = live_object(body)
+                found[live.key] = live
+        return found
 
-    def _apply_one(self, body: JSON, dry_run: bool) -> JSON:
-        resource = self._resource(body["apiVersion"], body["kind"])
-        extra = {"dry_run": "All"} if dry_run else {}
-        result = self._call(
-            f"apply {ObjectRef.of(body)}",
-            self.remote.dynamic.server_side_apply,
-            resource,
-            body=body,
-            namespace=body["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-            **extra,
-        )
-        return dict(result.to_dict())
+    def foreign(
+        self, desired: Iterable[JSON], owned: Mapping[ObjectKey, Live]
+    ) -> dict[ObjectKey, tuple[str, ...]]:
+        """Desired objects that exist without this add-on's label, with their field managers."""
+        found = {}
+        for body in desired:
+            key = ObjectKey.of(body)
+            if key in owned:
+                continue
+            try:
+                resource = self._resource(body["apiVersion"], body["kind"])
+            except KindNotServed:
+                continue
+            existing = self.client.get(resource, key.namespace, key.name)
+            if existing is not None:
+                found[key] = live_object(existing).managers
+        return found
+
+    def apply(self, bodies: Iterable[JSON], *, force: bool = True) -> list[Live]:
+        """Apply in order; CRDs must be Established before the objects that follow them."""
+        applied: list[Live] = []
+        crds: list[str] = []
+        for body in bodies:
+            key = ObjectKey.of(body)
+            if crds and body["kind"] != "CustomResourceDefinition":
+                self._wait_established(crds)
+                crds = []
+            try:
+                resource = self._resource(body["apiVersion"], body["kind"])
+                result = self.client.apply(resource, body, force=force)
+            except (ApiError, KindNotServed) as error:
+                raise ApplyFailed(key, _reason(error), applied) from error
+            applied.append(live_object(result))
+            if body["kind"] == "CustomResourceDefinition":
+                crds.append(body["metadata"]["name"])
+        return applied
 
     def _wait_established(self, names: list[str]) -> None:
         resource = self._resource("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-        deadline = time.monotonic() + CRD_ESTABLISH_SECONDS
         for name in names:
-            while not health(
-                self._call(f"read CRD {name}", resource.get, name=name).to_dict()
-            ).ready:
-                if time.monotonic() > deadline:
-                    raise TemporaryError(
-                        f"CRD {name} not Established after {CRD_ESTABLISH_SECONDS}s"
-                    )
-                time.sleep(0.2)
-        self.remote.dynamic.resources.invalidate_cache()
+            live = self.client.get(resource, "", name)
+            if live is None or not health(live).ready:
+                raise WaitingForCRD(f"waiting for CRD {name} to be Established", delay=1)
 
-    def read(self, ref: ObjectRef) -> JSON | None:
-        resource = self._resource(ref.api_version, ref.kind)
-        try:
-            found = self._call(
-                f"read {ref}", resource.get, name=ref.name, namespace=ref.namespace or None
-            )
-        except NotFoundError:
-            return None
-        return dict(found.to_dict())
-
-    def health(self, refs: Iterable[ObjectRef]) -> list[tuple[str, Health]]:
-        states = []
-        for ref in refs:
-            live = self.read(ref)
-            states.append((str(ref), health(live) if live else Health("Progressing", "not found")))
-        return states
-
-    def drift(self, objects: Iterable[JSON], default_namespace: str) -> list[str]:
-        """Objects that applying again would change, each with the fields that differ."""
-        found = []
-        for body in apply_sorted(objects):
-            try:
-                prepared = self.prepare(body, default_namespace)
-            except KindNotServed:
-                found.append(f"{body['kind']} {body['metadata']['name']} (kind not served)")
-                continue
-            ref = ObjectRef.of(prepared)
-            live = self.read(ref)
+    def dry_run(self, bodies: Iterable[JSON], owned: Mapping[ObjectKey, Live]) -> list[str]:
+        """What applying would change, object by object, without changing anything."""
+        changes = []
+        for body in bodies:
+            key = ObjectKey.of(body)
+            live = owned.get(key)
             if live is None:
-                found.append(f"{ref} (missing)")
+                changes.append(f"{key} (would be created)")
                 continue
-            after = self._apply_one(prepared, dry_run=True)
-            paths = changed_paths(_comparable(after), _comparable(live))
+            after = self.client.apply(
+                self._resource(body["apiVersion"], body["kind"]), body, force=True, dry_run=True
+            )
+            paths = changed_paths(_comparable(after), _comparable(live.body))
             if paths:
-                found.append(f"{ref} ({', '.join(paths[:3])}{', …' if len(paths) > 3 else ''})")
-        return found
+                more = ", …" if len(paths) > 3 else ""
+                changes.append(f"{key} ({', '.join(paths[:3])}{more})")
+        return changes
 
-    def delete(self, refs: Iterable[ObjectRef]) -> list[ObjectRef]:
-        """Delete objects in reverse apply order; returns those that existed."""
+    def delete(self, objects: Iterable[Live]) -> list[ObjectKey]:
+        """Delete objects this add-on owns, in reverse apply order, each by its uid."""
+        by_key = {o.key: o for o in objects}
         bodies = [
             {
-                "apiVersion": r.api_version,
-                "kind": r.kind,
-                "metadata": {"name": r.name, "namespace": r.namespace},
+                "apiVersion": o.api_version,
+                "kind": o.key.kind,
+                "metadata": {"name": o.key.name, "namespace": o.key.namespace},
             }
-            for r in refs
+            for o in by_key.values()
         ]
         deleted = []
         for body in delete_sorted(bodies):
-            ref = ObjectRef.of(body)
-            try:
-                resource = self._resource(ref.api_version, ref.kind)
-                self._call(
-                    f"delete {ref}", resource.delete, name=ref.name, namespace=ref.namespace or None
-                )
-                deleted.append(ref)
-            except (NotFoundError, KindNotServed):
+            key = ObjectKey.of(body)
+            live = by_key[key]
+            if live.body.get("metadata", {}).get("labels", {}).get(APPLYSET_LABEL) != self.applyset:
                 continue
+            resource = self._resource(live.api_version, key.kind)
+            if self.client.delete(resource, key.namespace, key.name, live.uid):
+                deleted.append(key)
         return deleted
 
 
-def _api_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body).get("message", error.reason))
-    except (TypeError, ValueError):
-        return str(error.reason)
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ApiError):
+        if error.code == 404 and "namespaces" in error.message and "not found" in error.message:
+            return (
+                f"{error.message}: the namespace does not exist on the cluster; "
+                "render a Namespace in the add-on or create it first"
+            )
+        return f"{error.code} {error.reason}: {error.message}"
+    return str(error)

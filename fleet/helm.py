@@ -11,8 +11,6 @@ Helm release Secrets and no releases stuck in pending-install.
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -33,23 +31,6 @@ class HelmError(PermanentError):
     pass
 
 
-def find_helm() -> str:
-    """$FLEET_HELM, else `helm` on PATH, else the local fleet's build of it."""
-    explicit = os.environ.get("FLEET_HELM")
-    if explicit:
-        return explicit
-    found = shutil.which("helm")
-    if found:
-        return found
-    from fleet.devenv.toolchain import TOOLS, plan_build, tools_dir
-
-    tool = next(t for t in TOOLS if t.name == "helm")
-    built = plan_build(tool, tools_dir() / tool.name).binary_path
-    if built.exists():
-        return str(built)
-    raise HelmError("helm add-ons need the helm binary: set FLEET_HELM or put helm on PATH")
-
-
 @dataclass(frozen=True, slots=True)
 class RegistryAccess:
     """How to reach the registry serving a chart: its CA (PEM), or plain HTTP."""
@@ -59,8 +40,8 @@ class RegistryAccess:
 
 
 class HelmRenderer:
-    def __init__(self, helm: str | None = None, cache: Path | None = None) -> None:
-        self.helm = helm or find_helm()
+    def __init__(self, helm: str, cache: Path | None = None) -> None:
+        self.helm = helm
         self.cache = cache or Path(tempfile.mkdtemp(prefix="fleet-charts-"))
         self._lock = threading.Lock()
 

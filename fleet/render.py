@@ -9,6 +9,7 @@ the variable.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import traceback
 from collections.abc import Callable, Mapping
@@ -127,8 +128,33 @@ def _b64encode(value: str) -> str:
     return base64.b64encode(str(value).encode()).decode()
 
 
+# Limits on what one template may make: a template is code run by the controller.
+MAX_STRING = 4 * 1024 * 1024
+MAX_OUTPUT = 32 * 1024 * 1024
+MAX_OBJECT_BYTES = 1024 * 1024
+
+
+class _LimitedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus a cap on strings and lists built by `*` and `**` (`'x' * 10**9`)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+            raise jinja2.exceptions.SecurityError(f"exponent {right} is over the limit of 1000")
+        if operator == "*":
+            sized = [v for v in (left, right) if isinstance(v, str | list | tuple)]
+            counts = [v for v in (left, right) if isinstance(v, int)]
+            wanted = len(sized[0]) * counts[0] if sized and counts else 0
+            if wanted > MAX_STRING:
+                raise jinja2.exceptions.SecurityError(
+                    f"a value of {wanted} items is over the limit of {MAX_STRING}"
+                )
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment() -> jinja2.Environment:
-    environment = ImmutableSandboxedEnvironment(
+    environment = _LimitedSandbox(
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -153,9 +179,19 @@ def _template_line(error: BaseException) -> int | None:
     return lines[-1] if lines else None
 
 
+def _bounded(addon: str, name: str, chunks: Any) -> str:
+    parts, size = [], 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise RenderError(addon, name, None, f"output is over the limit of {MAX_OUTPUT} bytes")
+        parts.append(chunk)
+    return "".join(parts)
+
+
 def render_text(addon: str, name: str, text: str, variables: JSON) -> str:
     try:
-        return ENVIRONMENT.from_string(text).render(variables)
+        return _bounded(addon, name, ENVIRONMENT.from_string(text).generate(variables))
     except jinja2.TemplateSyntaxError as error:
         raise RenderError(addon, name, error.lineno, f"syntax error: {error.message}") from error
     except jinja2.UndefinedError as error:
@@ -186,6 +222,17 @@ def parse_objects(addon: str, name: str, text: str) -> list[JSON]:
             missing.append("metadata.name")
         if missing:
             raise RenderError(addon, name, None, f"document {index + 1} lacks {', '.join(missing)}")
+        size = len(json.dumps(document, default=str))
+        if size > MAX_OBJECT_BYTES:
+            meta = document["metadata"]
+            raise RenderError(
+                addon,
+                name,
+                None,
+                f"{document['kind']} {meta['name']} is {size / 1e6:.1f} MB, over the limit of "
+                f"{MAX_OBJECT_BYTES // 1024} KiB for one object (a Kubernetes API server stores "
+                "at most about 1.5 MB per object)",
+            )
         objects.append(document)
     return objects
 

@@ -14,18 +14,13 @@ import tenacity
 
 JSON = dict[str, Any]
 
-PENDING, APPLYING, READY = "Pending", "Applying", "Ready"
+PENDING, APPLYING, READY, PAUSED = "Pending", "Applying", "Ready", "Paused"
 DEGRADED, FAILED, UNREACHABLE, DELETING = "Degraded", "Failed", "Unreachable", "Deleting"
 # The deployment's phase is its worst add-on's.
-SEVERITY = (READY, PENDING, APPLYING, DEGRADED, UNREACHABLE, FAILED, DELETING)
-POLL_PHASES = (PENDING, APPLYING, DEGRADED)
-POLL_SECONDS = 2
-# A Ready deployment is probed (reachability and health, reads only) this often,
-# and compared for drift (dry-run applies) at its own, longer interval.
-PROBE_SECONDS = 30
-
-DRIFT_CHECK, PROBE = "drift check", "probe"
+SEVERITY = (READY, PAUSED, PENDING, APPLYING, DEGRADED, UNREACHABLE, FAILED, DELETING)
 BACKOFF = tenacity.wait_exponential(multiplier=2, min=2, max=120)
+# Health of freshly applied objects is looked at again after 2 s, doubling to 30 s.
+HEALTH_POLL = tenacity.wait_exponential(multiplier=2, min=2, max=30)
 DRIFT_JITTER = 0.1
 
 
@@ -43,51 +38,26 @@ def parse_time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
 
 
+def _wait(strategy: tenacity.wait.wait_base, attempt: int) -> float:
+    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = max(attempt, 1)
+    return float(strategy(state))
+
+
 def backoff_seconds(failures: int) -> float:
     """Delay before the next attempt after `failures` consecutive failures (capped)."""
-    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
-    state.attempt_number = max(failures, 1)
-    return float(BACKOFF(state))
+    return _wait(BACKOFF, failures)
+
+
+def health_poll_seconds(polls: int) -> float:
+    """Delay before looking again at objects that are not Ready yet, after `polls` looks."""
+    return _wait(HEALTH_POLL, polls)
 
 
 def drift_interval(name: str, seconds: int) -> float:
     """The drift interval, jittered per object so that checks spread out over time."""
     spread = (zlib.crc32(name.encode()) % 1000) / 1000
     return seconds * (1 + DRIFT_JITTER * spread)
-
-
-def due(
-    body: JSON, moment: datetime.datetime, last_attempt: datetime.datetime | None
-) -> str | None:
-    """Why this deployment should be reconciled now, or None to leave it alone.
-
-    `last_attempt` is when this controller process last reconciled it (kept
-    in memory, so that a pass that changes nothing writes nothing); None
-    after a restart, when everything is looked at once.
-    """
-    spec, status = body.get("spec") or {}, body.get("status") or {}
-    next_attempt = parse_time(status.get("nextAttemptTime"))
-    if next_attempt and moment < next_attempt:
-        return None
-    if status.get("appliedRevision") != spec.get("revision"):
-        return "revision changed"
-    phase = status.get("phase")
-    if phase in (FAILED, UNREACHABLE):
-        return f"retry after {phase}"
-    if last_attempt is None:
-        return "first look since the controller started"
-    elapsed = (moment - last_attempt).total_seconds()
-    if phase in POLL_PHASES:
-        return str(phase).lower() if elapsed >= POLL_SECONDS else None
-    interval = drift_interval(body["metadata"]["name"], int(spec.get("driftIntervalSeconds", 180)))
-    if elapsed >= interval:
-        return DRIFT_CHECK
-    return PROBE if elapsed >= min(PROBE_SECONDS, interval) else None
-
-
-def material(status: JSON) -> JSON:
-    """A status without its attempt timestamp: what decides whether it is worth a write."""
-    return {key: value for key, value in status.items() if key != "lastAttemptTime"}
 
 
 def worst(phases: list[str]) -> str:

@@ -36,6 +36,10 @@ RULES: list[JSON] = [
     },
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
+# In the controller's own namespace only: the leader-election Lease.
+NAMESPACE_RULES: list[JSON] = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+]
 
 
 def manifests(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) -> list[JSON]:
@@ -63,6 +67,19 @@ def manifests(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) ->
             "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
         },
         {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata,
+            "rules": NAMESPACE_RULES,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+        },
+        {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": metadata,
@@ -76,8 +93,8 @@ def manifests(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) ->
             "kind": "Deployment",
             "metadata": metadata,
             "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
+                # Two replicas: one leads (Lease), the other takes over within the lease time.
+                "replicas": 2,
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
@@ -93,6 +110,8 @@ def manifests(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) ->
                                 "image": image,
                                 "args": [
                                     "controller",
+                                    "--leader-election-namespace",
+                                    namespace,
                                     "--metrics-address",
                                     "0.0.0.0:8080",
                                     "--health-address",
@@ -103,7 +122,8 @@ def manifests(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) ->
                                     {"name": "health", "containerPort": 8081},
                                 ],
                                 "livenessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": "health"},
+                                    # /metrics answers on every replica; /healthz only on the leader.
+                                    "httpGet": {"path": "/metrics", "port": "metrics"},
                                     "periodSeconds": 20,
                                 },
                                 "resources": {

@@ -67,6 +67,8 @@ class Addon:
     templates: tuple[tuple[str, str], ...] = ()
     chart: ChartSource | None = None
     health_timeout_seconds: int = 300
+    # Take over objects that exist on the cluster without fleet's label (migrations).
+    adopt: bool = False
     spec: JSON = field(default_factory=dict, compare=False, hash=False)
 
     def require_chart(self) -> ChartSource:
@@ -107,6 +109,7 @@ def parse_addon(body: JSON) -> Addon:
         templates=tuple(sorted(templates.items())),
         chart=chart,
         health_timeout_seconds=int(spec.get("health", {}).get("timeoutSeconds", 300)),
+        adopt=_require(body, "spec.adopt", spec.get("adopt", False), bool),
         spec=spec,
     )
 
@@ -130,6 +133,9 @@ class Profile:
     cleanup_policy: str
     drift_seconds: int
     paused: bool
+    # Removing add-ons from more than this share of the profile's clusters (and more
+    # than one) at once waits for a confirmation.
+    max_removal_percent: int = 10
 
 
 def parse_profile(body: JSON) -> Profile:
@@ -174,6 +180,7 @@ def parse_profile(body: JSON) -> Profile:
         cleanup_policy=cleanup,
         drift_seconds=int(drift.get("intervalSeconds", DEFAULT_DRIFT_SECONDS)),
         paused=bool(spec.get("paused", False)),
+        max_removal_percent=int((spec.get("safety") or {}).get("maxRemovalPercent", 10)),
     )
 
 
@@ -191,6 +198,8 @@ class Cluster:
     control_plane_ready: bool
     endpoint: str
     topology: JSON
+    finalizers: tuple[str, ...] = ()
+    resource_version: str = ""
 
     @property
     def datacenter(self) -> str:
@@ -232,6 +241,8 @@ def parse_cluster(body: JSON) -> Cluster:
             "version": topology.get("version", ""),
             "variables": {v["name"]: v.get("value") for v in topology.get("variables") or []},
         },
+        finalizers=tuple(meta.get("finalizers") or ()),
+        resource_version=meta.get("resourceVersion", ""),
     )
 
 

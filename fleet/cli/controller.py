@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import resource
+import shutil
 from pathlib import Path
 
 import click
@@ -13,10 +15,10 @@ from kubernetes import config as k8s_config
 from prometheus_client import start_http_server
 
 from fleet.cli.console import Terminal
-from fleet.controller.deployments import Controller
+from fleet.controller import leader
 from fleet.controller.management import Management
+from fleet.controller.runtime import WORKERS, Runtime
 from fleet.metrics import Metrics
-from fleet.remote import RemoteClusters
 
 
 def _address(value: str) -> tuple[str, int]:
@@ -28,12 +30,41 @@ def _management_client(kubeconfig: Path | None) -> k8s.ApiClient:
     if kubeconfig is not None:
         # kopf logs in through the same kubeconfig, found the usual way.
         os.environ["KUBECONFIG"] = str(kubeconfig)
-        return k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        configuration = k8s.Configuration()
+        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    else:
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+    # One connection per worker, and a few for leader election and events.
+    configuration.connection_pool_maxsize = WORKERS + 4
+    return k8s.ApiClient(configuration)
+
+
+def _raise_open_files_limit() -> None:
+    """Raise the soft open-files limit to the hard one at start, as Go programs do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _helm_binary(explicit: str | None) -> str | None:
+    """--helm / $FLEET_HELM, else helm on PATH, else the local fleet's build of it."""
+    if explicit:
+        return explicit
+    found = shutil.which("helm")
+    if found:
+        return found
+    from fleet.devenv.toolchain import TOOLS, plan_build, tools_dir
+
+    tool = next(t for t in TOOLS if t.name == "helm")
     try:
-        k8s_config.load_incluster_config()
-    except k8s_config.ConfigException:
-        return k8s_config.new_client_from_config()
-    return k8s.ApiClient()
+        built = plan_build(tool, tools_dir() / tool.name).binary_path
+    except OSError:
+        return None
+    return str(built) if built.exists() else None
 
 
 @click.command()
@@ -60,7 +91,18 @@ def _management_client(kubeconfig: Path | None) -> k8s.ApiClient:
     "--health-address",
     default="127.0.0.1:8081",
     show_default=True,
-    help="Where /healthz is served.",
+    help="Where /healthz is served (answers only once this replica leads).",
+)
+@click.option(
+    "--leader-election-namespace",
+    default="fleet-system",
+    show_default=True,
+    help=f"Namespace of the Lease {leader.LEASE_NAME} that replicas elect a leader with.",
+)
+@click.option(
+    "--helm",
+    envvar="FLEET_HELM",
+    help="The helm binary for helm add-ons (default: helm on PATH).",
 )
 @click.pass_obj
 def controller(
@@ -69,13 +111,17 @@ def controller(
     namespaces: tuple[str, ...],
     metrics_address: str,
     health_address: str,
+    leader_election_namespace: str,
+    helm: str | None,
 ) -> None:
     """Run the fleet controller (kopf) until interrupted.
 
     It reads Cluster API Clusters and fleet's Addons, AddonProfiles and
     Datacenters, and keeps one AddonDeployment per (profile, cluster) applied,
-    healthy and free of drift on each workload cluster.
+    healthy and free of drift on each workload cluster. Replicas elect a
+    leader with a Lease; the others wait.
     """
+    _raise_open_files_limit()
     metrics = Metrics()
     host, port = _address(metrics_address)
     try:
@@ -83,17 +129,22 @@ def controller(
     except OSError as error:
         terminal.abort(f"cannot serve /metrics on {metrics_address}: {error.strerror}")
     api = _management_client(kubeconfig)
-    state = Controller(Management(api), RemoteClusters(api), metrics)
+    me = leader.identity()
+    terminal.progress(
+        f"fleet controller {me}: waiting to lead (Lease {leader_election_namespace}/{leader.LEASE_NAME})"
+    )
+    leader.wait_for_leadership(api, leader_election_namespace, me)
+    runtime = Runtime(Management(api), metrics, helm=_helm_binary(helm))
     importlib.import_module("fleet.controller.handlers")
     kopf.configure(quiet=not terminal.verbose, verbose=terminal.verbose)
     terminal.progress(
-        f"fleet controller: metrics on http://{metrics_address}/metrics, "
+        f"fleet controller {me}: leading; metrics on http://{metrics_address}/metrics, "
         f"health on http://{health_address}/healthz"
     )
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        memo=kopf.Memo(controller=state),
+        memo=kopf.Memo(runtime=runtime),
         liveness_endpoint=f"http://{health_address}/healthz",
     )

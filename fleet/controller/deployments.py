@@ -1,58 +1,43 @@
 """Reconcile one AddonDeployment: the add-ons of one profile on one cluster.
 
-Fixed order, as Cluster API's ClusterResourceSet: fetch inputs, check the
-cluster, connect, render *everything*, then per add-on (dependencies first)
-apply, prune, check health and drift; one status patch at the end. Failures
-are contained: they end in this deployment's status, never in another's.
+Fixed order, as Cluster API's ClusterResourceSet: inputs (already in the
+watch caches) → cluster gates (gone, paused, not ready) → connect → render
+*everything* → per add-on (dependencies first) plan and carry out → one
+status patch at the end, only when it changed. Failures are contained: they
+end in this deployment's status with a phase, a message and an event, never
+in another deployment's.
 """
 
 from __future__ import annotations
 
 import datetime
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.api.models import (
-    Addon,
-    AddonEntry,
-    Profile,
-    parse_addon,
-    parse_cluster,
-    parse_datacenter,
-    parse_profile,
-)
-from fleet.apply import Applier, ObjectRef, applyset_id
-from fleet.controller.management import Management
+from fleet.api.models import Addon, Cluster, Datacenter, Profile
+from fleet.apply import AddonOnCluster, ApplyFailed, applyset_id
+from fleet.connections.cache import ClusterCache, Kubeconfig
+from fleet.connections.client import ClusterClient, ClusterNotConnected, KindNotServed
 from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.health import FAILED as HEALTH_FAILED
-from fleet.health import summarize
-from fleet.helm import HelmRenderer
+from fleet.health import Health, health, summarize
 from fleet.metrics import Metrics
 from fleet.order import dependency_order
-from fleet.remote import (
-    ClusterNotConnected,
-    Remote,
-    RemoteClusters,
-    unreachable,
-    unreachable_reason,
-)
-from fleet.render import (
-    ChartTemplater,
-    RenderContext,
-    gpu_inventory,
-    kubelet_version,
-    render_addon,
-)
-from fleet.select import eligible
+from fleet.plan import STRATEGIES, Live, ObjectKey, Record, Situation
+from fleet.render import ChartTemplater, RenderContext, gpu_inventory, kubelet_version, render_addon
 from fleet.status import (
     APPLYING,
     DEGRADED,
     FAILED,
+    PAUSED,
     PENDING,
     READY,
     UNREACHABLE,
     backoff_seconds,
-    material,
+    drift_interval,
+    health_poll_seconds,
     now,
     parse_time,
     stamp,
@@ -61,187 +46,204 @@ from fleet.status import (
 )
 
 JSON = dict[str, Any]
+Event = tuple[str, str, str]
 
 
 @dataclass(slots=True)
-class Controller:
-    """What every handler needs: the management cluster, workload clients, metrics."""
+class DeploymentMemo:
+    """What this process remembers of one deployment; kept in kopf's per-object memo."""
 
-    management: Management
-    remotes: RemoteClusters
-    metrics: Metrics
-    helm: HelmRenderer | None = None
+    fingerprints: dict[str, dict[ObjectKey, str]] = field(default_factory=dict)
+    last_drift_check: float = 0.0
+    health_polls: int = 0
+    failures: int = 0
 
-    def charts(self, kube_version: str) -> ChartTemplater:
-        """Renders helm add-ons for a cluster of `kube_version` (helm is found on first use)."""
 
-        def template(addon: Addon, values: JSON) -> list[JSON]:
-            if self.helm is None:
-                self.helm = HelmRenderer()
-            access = self.management.registry_access(addon.require_chart().repository)
-            return self.helm.template(addon, values, kube_version, access)
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """Everything a reconcile reads, taken from the watch caches in one go."""
 
-        return template
+    body: JSON
+    cluster: Cluster | None
+    profile: Profile | None
+    addons: dict[str, Addon | None]
+    datacenter: Datacenter | None
+    kubeconfig: Kubeconfig | None
+    problem: str = ""
 
 
 @dataclass(slots=True)
 class Outcome:
-    """A reconcile's result: the status it wrote and the events to post about it."""
+    """A reconcile's result: the status to write (None: unchanged), events, when to look again."""
 
-    status: JSON
-    events: list[tuple[str, str, str]] = field(default_factory=list)
+    status: JSON | None
+    events: list[Event] = field(default_factory=list)
+    requeue: float | None = None
+
+
+@dataclass(slots=True)
+class Engine:
+    """What a reconcile needs besides its inputs."""
+
+    connections: ClusterCache
+    metrics: Metrics
+    charts: Callable[[str], ChartTemplater]
+    record: Callable[[JSON, list[JSON]], None]
+    max_objects: int = 10_000
 
 
 class _Stop(Exception):
     """Ends a reconcile early with a deployment-wide phase and message."""
 
-    def __init__(self, phase: str, message: str, *, retry: bool) -> None:
+    def __init__(self, phase: str, message: str, requeue: float | None) -> None:
         super().__init__(message)
-        self.phase, self.message, self.retry = phase, message, retry
+        self.phase, self.message, self.requeue = phase, message, requeue
 
 
-def _previous(status: JSON) -> dict[str, JSON]:
-    return {entry["name"]: entry for entry in status.get("addons") or []}
-
-
-def _entry(previous: JSON, name: str, phase: str, message: str, when: str, **extra: Any) -> JSON:
-    entry = {**previous, **extra, "name": name, "phase": phase, "message": message}
-    if previous.get("phase") != phase:
-        entry["lastTransitionTime"] = when
+def _entry(before: JSON, name: str, phase: str, message: str, when: str, **extra: Any) -> JSON:
+    kept = {
+        k: v
+        for k, v in before.items()
+        if k in ("appliedRevision", "lastAppliedTime", "applyset", "objects")
+    }
+    entry = {**kept, **extra, "name": name, "phase": phase, "message": message[:1000]}
+    entry["lastTransitionTime"] = (
+        before.get("lastTransitionTime", when) if before.get("phase") == phase else when
+    )
     return entry
 
 
-def reconcile(controller: Controller, body: JSON, *, drift: bool = True) -> Outcome:
-    """Bring one deployment to its spec; returns the status it patched and events.
+def _previous(status: JSON) -> dict[str, JSON]:
+    return {
+        entry["name"]: entry for entry in status.get("addons") or [] if entry.get("name") != "*"
+    }
 
-    With `drift=False` (a probe) applied objects are only read for health, not
-    compared with a dry-run apply.
-    """
-    meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
-    moment = now()
-    when = stamp(moment)
-    failures = int(status.get("consecutiveFailures", 0))
-    new_status: JSON = {"lastAttemptTime": when}
-    outcome = Outcome(new_status)
+
+def _finish(body: JSON, addons: list[JSON], extra: JSON) -> JSON | None:
+    """The new status, or None when it says nothing new (then nothing is written)."""
+    status = body.get("status") or {}
+    phases = [a["phase"] for a in addons]
+    revision = body["spec"]["revision"]
+    applied = bool(addons) and all(a.get("appliedRevision") == revision for a in addons)
+    phase = worst(phases)
+    if phase == READY and not applied:
+        phase = APPLYING
+    new = {
+        "phase": phase,
+        "ready": f"{phases.count(READY)}/{len(addons)}",
+        "message": summary_message(addons),
+        "addons": addons,
+        **extra,
+    }
+    new["appliedRevision"] = revision if applied else status.get("appliedRevision")
+    new["observedGeneration"] = body["metadata"].get("generation")
+    if all(status.get(k) == v for k, v in new.items()):
+        return None
+    return new
+
+
+def reconcile(engine: Engine, inputs: Inputs, memo: DeploymentMemo) -> Outcome:
+    body = inputs.body
+    status = body.get("status") or {}
+    when = stamp(now())
+    outcome = Outcome(None)
     try:
-        addons = _reconcile_addons(controller, body, when, outcome, drift)
+        addons, extra = _reconcile(engine, inputs, memo, when, outcome)
     except _Stop as stop:
-        addons = [
-            _entry(previous, name, stop.phase, stop.message, when)
-            for name, previous in _previous(status).items()
-        ] or [
+        previous = _previous(status)
+        entries = [_entry(p, n, stop.phase, stop.message, when) for n, p in previous.items()] or [
             {"name": "*", "phase": stop.phase, "message": stop.message, "lastTransitionTime": when}
         ]
-        new_status.update(phase=stop.phase, message=stop.message)
-        if stop.retry:
-            failures += 1
-            delay = backoff_seconds(failures)
-            new_status["nextAttemptTime"] = stamp(moment + datetime.timedelta(seconds=delay))
-        else:
-            new_status["nextAttemptTime"] = None
-        new_status["consecutiveFailures"] = failures
-        new_status["addons"] = addons
-        new_status["ready"] = f"0/{len(addons)}"
-        controller.management.patch_status(
-            "addondeployments", meta["namespace"], meta["name"], new_status
-        )
+        extra = {}
+        if stop.phase in (FAILED, UNREACHABLE):
+            memo.failures += 1
+            extra["consecutiveFailures"] = memo.failures
+            if stop.requeue is not None:
+                retry_at = now() + datetime.timedelta(seconds=stop.requeue)
+                extra["nextAttemptTime"] = stamp(retry_at)
+        outcome.status = _finish(body, entries, extra)
+        outcome.requeue = stop.requeue
+        if outcome.status and stop.phase in (FAILED, UNREACHABLE):
+            outcome.events.append(("Warning", stop.phase, stop.message))
         return outcome
-    phases = [a["phase"] for a in addons]
-    phase = worst(phases)
-    new_status.update(
-        phase=phase,
-        ready=f"{phases.count(READY)}/{len(addons)}",
-        message=summary_message(addons),
-        addons=addons,
-        consecutiveFailures=0,
-        nextAttemptTime=None,
+    memo.failures = 0
+    outcome.status = _finish(
+        body, addons, extra | {"consecutiveFailures": 0, "nextAttemptTime": None}
     )
-    if all(a.get("appliedRevision") == spec["revision"] for a in addons):
-        new_status["appliedRevision"] = spec["revision"]
-    merged = {k: v for k, v in {**status, **new_status}.items() if v is not None}
-    if material(merged) != material(status):
-        controller.management.patch_status(
-            "addondeployments", meta["namespace"], meta["name"], new_status
-        )
     return outcome
 
 
-def _inputs(controller: Controller, body: JSON) -> tuple[Any, Profile, dict[str, Addon], Any]:
-    namespace, spec = body["metadata"]["namespace"], body["spec"]
-    management = controller.management
-    cluster_body = management.cluster(namespace, spec["cluster"])
-    if cluster_body is None:
-        raise _Stop(PENDING, f"Cluster {spec['cluster']} not found", retry=False)
-    cluster = parse_cluster(cluster_body)
-    if not eligible(cluster):
-        reason = (
-            "paused"
-            if cluster.paused
-            else ("being deleted" if cluster.deleting else "waiting for its control plane")
+def _gates(inputs: Inputs) -> Cluster:
+    cluster = inputs.cluster
+    spec = inputs.body["spec"]
+    if cluster is None:
+        raise _Stop(PENDING, f"Cluster {spec['cluster']} not found", None)
+    if cluster.paused:
+        raise _Stop(
+            PAUSED, f"cluster {cluster.name} is paused: its add-ons are left as they are", None
         )
-        raise _Stop(PENDING, f"cluster {cluster.name} is {reason}", retry=False)
-    profile_body = management.get("addonprofiles", namespace, spec["profile"])
-    if profile_body is None:
-        raise _Stop(PENDING, f"AddonProfile {spec['profile']} not found", retry=False)
-    profile = parse_profile(profile_body)
-    addons = {}
-    for entry in profile.addons:
-        addon_body = management.get("addons", namespace, entry.name)
-        if addon_body is None:
-            raise _Stop(FAILED, f"Addon {namespace}/{entry.name} not found", retry=True)
-        addons[entry.name] = parse_addon(addon_body)
-    datacenter = None
-    if cluster.datacenter:
-        datacenter_body = management.datacenter(cluster.datacenter)
-        datacenter = parse_datacenter(datacenter_body) if datacenter_body else None
-    return cluster, profile, addons, datacenter
+    if not cluster.control_plane_ready:
+        raise _Stop(PENDING, f"cluster {cluster.name} is waiting for its control plane", None)
+    if inputs.problem:
+        raise _Stop(FAILED, inputs.problem, None)
+    return cluster
 
 
-def _reconcile_addons(
-    controller: Controller, body: JSON, when: str, outcome: Outcome, drift: bool
-) -> list[JSON]:
-    meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
-    revision = spec["revision"]
+def _retry(memo: DeploymentMemo, error: TemporaryError) -> float:
+    return max(error.delay, backoff_seconds(memo.failures + 1))
+
+
+def _reconcile(
+    engine: Engine, inputs: Inputs, memo: DeploymentMemo, when: str, outcome: Outcome
+) -> tuple[list[JSON], JSON]:
+    body = inputs.body
+    meta, spec = body["metadata"], body["spec"]
+    cluster = _gates(inputs)
+    profile = inputs.profile
+    if profile is None:  # _gates stops on a problem, which a missing profile is
+        raise _Stop(FAILED, "no profile", None)
     try:
-        cluster, profile, addons, datacenter = _inputs(controller, body)
         ordered = dependency_order(profile.addons)
-        remote = controller.remotes.for_cluster(cluster)
-        try:
-            nodes = (
-                remote.dynamic.resources.get(api_version="v1", kind="Node")
-                .get(_request_timeout=(3.0, 20.0))
-                .to_dict()["items"]
-            )
-        except ClusterNotConnected:
-            raise
-        except Exception as error:
-            if unreachable(error):
-                raise ClusterNotConnected(f"{cluster.name}: {unreachable_reason(error)}") from error
-            raise
+        client = engine.connections.client(meta["namespace"], cluster.name, inputs.kubeconfig)
+        nodes = list(client.list(client.resource("v1", "Node")))
         inventory = gpu_inventory(nodes)
-        outcome.status["cluster"] = {
-            "kubernetesVersion": kubelet_version(nodes),
+        kube_version = kubelet_version(nodes)
+        seen = {
+            "kubernetesVersion": kube_version,
             "nodes": inventory.nodes,
             "gpuNodes": inventory.gpu_nodes,
             "gpus": inventory.total,
         }
-        context = RenderContext(cluster, datacenter, inventory)
+        context = RenderContext(cluster, inputs.datacenter, inventory)
+        charts = engine.charts(kube_version)
+        addons = {name: addon for name, addon in inputs.addons.items() if addon is not None}
         # Render every add-on before applying any: a template error leaves the cluster untouched.
-        charts = controller.charts(outcome.status["cluster"]["kubernetesVersion"])
         rendered = {
             e.name: render_addon(addons[e.name], e.values, context, charts) for e in ordered
         }
+        total = sum(len(objects) for objects in rendered.values())
+        if total > engine.max_objects:
+            raise _Stop(
+                FAILED,
+                f"the add-ons render {total} objects, over the limit of {engine.max_objects}",
+                None,
+            )
     except ClusterNotConnected as error:
-        controller.metrics.reachable(meta["namespace"], spec["cluster"], False)
-        raise _Stop(UNREACHABLE, str(error), retry=True) from error
+        engine.metrics.reachable(meta["namespace"], spec["cluster"], False)
+        raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
+    except TemporaryError as error:
+        raise _Stop(FAILED, str(error), _retry(memo, error)) from error
     except PermanentError as error:
-        raise _Stop(FAILED, str(error), retry=True) from error
-    controller.metrics.reachable(meta["namespace"], spec["cluster"], True)
+        raise _Stop(FAILED, str(error), None) from error
+    engine.metrics.reachable(meta["namespace"], spec["cluster"], True)
 
-    previous = _previous(status)
+    drift_check = time.monotonic() - memo.last_drift_check >= drift_interval(
+        meta["name"], int(spec.get("driftIntervalSeconds", 180))
+    )
+    previous = _previous(body.get("status") or {})
     results: dict[str, JSON] = {}
+    delays: list[float] = []
     for entry in ordered:
-        addon = addons[entry.name]
         before = previous.get(entry.name, {})
         waiting = [d for d in entry.depends_on if results[d]["phase"] != READY]
         if waiting:
@@ -249,153 +251,218 @@ def _reconcile_addons(
                 before, entry.name, PENDING, f"waiting for {', '.join(waiting)}", when
             )
             continue
-        applier = Applier(
-            remote,
+        on_cluster = AddonOnCluster(
+            client,
             applyset_id(f"{meta['name']}.{entry.name}", meta["namespace"]),
             f"{meta['namespace']}/{profile.name}/{entry.name}",
         )
+
+        def record_first(
+            name: str, record: Record, on_cluster: AddonOnCluster = on_cluster
+        ) -> None:
+            entries = [*results.values(), *(p for n, p in previous.items() if n not in results)]
+            current = previous.get(name, {"name": name, "phase": APPLYING, "message": ""})
+            current = {**current, "applyset": {"id": on_cluster.applyset, **record.to_json()}}
+            engine.record(body, [e for e in entries if e["name"] != name] + [current])
+            previous[name] = current
+
         try:
-            results[entry.name] = _reconcile_addon(
-                controller,
-                outcome.events,
-                applier,
-                addon,
-                entry,
+            result, delay = _reconcile_addon(
+                engine,
+                on_cluster,
+                addons[entry.name],
+                entry.name,
                 rendered[entry.name],
-                before,
+                previous.get(entry.name, {}),
                 profile,
-                revision,
+                spec["revision"],
                 when,
-                drift,
+                drift_check,
+                memo,
+                outcome.events,
+                record_first,
             )
         except ClusterNotConnected as error:
-            raise _Stop(UNREACHABLE, str(error), retry=True) from error
+            raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
         except TemporaryError as error:
-            results[entry.name] = _entry(before, entry.name, APPLYING, str(error), when)
+            result, delay = _entry(before, entry.name, APPLYING, str(error), when), error.delay
         except PermanentError as error:
-            results[entry.name] = _entry(before, entry.name, FAILED, str(error), when)
-    _withdraw_removed(remote, previous, results, profile, outcome.events)
-    return [results[entry.name] for entry in profile.addons]
+            result, delay = _entry(before, entry.name, FAILED, str(error), when), None
+            outcome.events.append(("Warning", "Failed", f"{entry.name}: {error}"))
+        results[entry.name] = result
+        if delay is not None:
+            delays.append(delay)
+    _withdraw_removed(client, previous, results, profile, outcome.events)
+    if drift_check:
+        memo.last_drift_check = time.monotonic()
+    if any(r["phase"] in (APPLYING, DEGRADED) for r in results.values()):
+        memo.health_polls += 1
+        delays.append(health_poll_seconds(memo.health_polls))
+    else:
+        memo.health_polls = 0
+    delays.append(drift_interval(meta["name"], int(spec.get("driftIntervalSeconds", 180))))
+    outcome.requeue = min(delays)
+    return [results[e.name] for e in profile.addons if e.name in results], {"cluster": seen}
 
 
-def _withdraw_removed(
-    remote: Remote,
-    previous: dict[str, JSON],
-    results: dict[str, JSON],
-    profile: Profile,
-    events: list[tuple[str, str, str]],
-) -> None:
-    """Delete the objects of add-ons that left the profile (unless the policy orphans them)."""
-    for name, entry in previous.items():
-        if name in results or not entry.get("inventory"):
-            continue
-        refs = [ObjectRef.from_json(ref) for ref in entry["inventory"]]
-        if profile.cleanup_policy == "Orphan":
-            events.append(("Normal", "Orphaned", f"{name} left the profile; objects kept"))
-            continue
-        deleted = Applier(remote, "", "").delete(refs)
-        events.append(
-            (
-                "Normal",
-                "Withdrawn",
-                f"{name} left the profile: deleted {', '.join(map(str, deleted))}",
-            )
-        )
+def _health(desired: list[JSON], found: dict[ObjectKey, Live]) -> list[tuple[str, Health]]:
+    states = []
+    for body in desired:
+        key = ObjectKey.of(body)
+        live = found.get(key)
+        states.append((str(key), health(live.body) if live else Health("Progressing", "not found")))
+    return states
 
 
 def _reconcile_addon(
-    controller: Controller,
-    events: list[tuple[str, str, str]],
-    applier: Applier,
+    engine: Engine,
+    on_cluster: AddonOnCluster,
     addon: Addon,
-    entry: AddonEntry,
+    name: str,
     objects: list[JSON],
     before: JSON,
     profile: Profile,
     revision: str,
     when: str,
-    drift: bool,
-) -> JSON:
-    inventory = [ObjectRef.from_json(ref) for ref in before.get("inventory") or []]
-    applied_revision = before.get("appliedRevision")
-    mode = profile.sync_mode
-    if not drift and applied_revision == revision and mode == "DryRun":
-        return before
-    if mode == "DryRun":
-        differences = applier.drift(objects, addon.default_namespace)
-        message = f"dry run: {len(differences)} objects would change" if differences else ""
+    drift_check: bool,
+    memo: DeploymentMemo,
+    events: list[Event],
+    record_first: Callable[[str, Record], None],
+) -> tuple[JSON, float | None]:
+    desired = on_cluster.prepare(objects, addon.default_namespace)
+    record = Record.from_json(before.get("applyset"))
+    covering = record.covering(desired)
+    owned = on_cluster.owned(covering)
+    known = memo.fingerprints.setdefault(name, {})
+    situation = Situation(
+        desired=tuple(desired),
+        live=owned,
+        foreign=on_cluster.foreign(desired, owned),
+        adopt=addon.adopt,
+        revision=revision,
+        applied_revision=str(before.get("appliedRevision") or ""),
+        known=known,
+        drift_check=drift_check,
+    )
+    plan = STRATEGIES[profile.sync_mode].plan(situation)
+    applyset = {"id": on_cluster.applyset, **covering.to_json()}
+    if plan.conflicts:
+        message = (
+            "; ".join(plan.conflicts)
+            + ": nothing was applied; set spec.adopt: true on the Addon to take them over"
+        )
+        events.append(("Warning", "Conflict", f"{name}: {message}"))
+        return _entry(before, name, FAILED, message, when, applyset=applyset), None
+    if plan.dry_run:
+        changes = on_cluster.dry_run(plan.dry_run, owned) + list(plan.drift)
+        message = f"dry run: {len(changes)} objects would change" if changes else ""
         return _entry(
             before,
-            entry.name,
-            PENDING if differences else READY,
+            name,
+            PENDING if changes else READY,
             message,
             when,
-            drift=differences,
+            drift=changes[:10],
             appliedRevision=revision,
-        )
-    extra: JSON = {}
-    if applied_revision != revision and not (mode == "OneTime" and applied_revision):
-        refs = applier.apply(objects, addon.default_namespace)
-        stale = sorted(set(inventory) - set(refs))
-        pruned = applier.delete(stale)
-        controller.metrics.applied(len(refs), len(pruned))
+        ), None
+    extra: JSON = {"applyset": applyset}
+    found = dict(owned)
+    if plan.apply:
+        if covering != record:
+            record_first(name, covering)
+        try:
+            applied = on_cluster.apply(plan.apply)
+        except ApplyFailed as error:
+            for live in error.applied:
+                known[live.key] = live.fingerprint
+            raise
+        for live in applied:
+            known[live.key] = live.fingerprint
+            found[live.key] = live
+        engine.metrics.applied(len(applied), 0)
+        extra["lastAppliedTime"] = when
+    if plan.drift and plan.apply:
+        engine.metrics.drift_corrected(len(plan.drift))
+        events.append(("Warning", "DriftCorrected", f"{name}: corrected {'; '.join(plan.drift)}"))
+        extra["drift"] = list(plan.drift)
+    elif plan.applies_revision:
+        extra["drift"] = []
+    if plan.prune:
+        pruned = on_cluster.delete(plan.prune)
+        for key in pruned:
+            found.pop(key, None)
+            known.pop(key, None)
+        engine.metrics.applied(0, len(pruned))
         if pruned:
-            events.append(
-                ("Normal", "Pruned", f"{entry.name}: pruned {', '.join(map(str, pruned))}")
-            )
-        inventory = refs
-        extra.update(appliedRevision=revision, lastAppliedTime=when, drift=[])
-    elif mode == "Continuous" and drift:
-        drifted = applier.drift(objects, addon.default_namespace)
-        if drifted:
-            inventory = applier.apply(objects, addon.default_namespace)
-            controller.metrics.drift_corrected(len(drifted))
-            events.append(
-                ("Warning", "DriftCorrected", f"{entry.name}: corrected {'; '.join(drifted)}")
-            )
-            extra.update(drift=drifted, lastAppliedTime=when)
-    extra["inventory"] = [ref.to_json() for ref in inventory]
-    health = summarize(applier.health(inventory))
-    if health.ready:
-        return _entry(before, entry.name, READY, "", when, **extra)
-    if health.state == HEALTH_FAILED:
-        return _entry(before, entry.name, DEGRADED, health.message, when, **extra)
+            events.append(("Normal", "Pruned", f"{name}: pruned {', '.join(map(str, pruned))}"))
+    if plan.applies_revision:
+        extra["appliedRevision"] = revision
+    extra["objects"] = len(desired)
+    state = summarize(_health(desired, found))
+    if state.ready:
+        return _entry(before, name, READY, "", when, **extra), None
+    if state.state == HEALTH_FAILED:
+        return _entry(before, name, DEGRADED, state.message, when, **extra), None
     applied_at = parse_time(extra.get("lastAppliedTime") or before.get("lastAppliedTime"))
     overdue = applied_at and (now() - applied_at).total_seconds() > addon.health_timeout_seconds
     return _entry(
-        before, entry.name, DEGRADED if overdue else APPLYING, health.message, when, **extra
-    )
+        before, name, DEGRADED if overdue else APPLYING, state.message, when, **extra
+    ), None
 
 
-def cleanup(controller: Controller, body: JSON, grace_seconds: float) -> str:
+def _withdraw_removed(
+    client: ClusterClient,
+    previous: dict[str, JSON],
+    results: dict[str, JSON],
+    profile: Profile,
+    events: list[Event],
+) -> None:
+    """Delete the objects of add-ons that left the profile (unless the policy orphans them)."""
+    for name, entry in previous.items():
+        if name in results or not entry.get("applyset"):
+            continue
+        if profile.cleanup_policy == "Orphan":
+            events.append(("Normal", "Orphaned", f"{name} left the profile; objects kept"))
+            continue
+        deleted = _delete_owned(client, entry["applyset"])
+        events.append(
+            ("Normal", "Withdrawn", f"{name} left the profile: deleted {len(deleted)} objects")
+        )
+
+
+def _delete_owned(client: ClusterClient, applyset: JSON) -> list[ObjectKey]:
+    on_cluster = AddonOnCluster(client, applyset["id"], "")
+    try:
+        owned = on_cluster.owned(Record.from_json(applyset))
+    except KindNotServed:
+        return []
+    return on_cluster.delete(owned.values())
+
+
+def cleanup(engine: Engine, inputs: Inputs, grace_seconds: float) -> str:
     """Delete what a deployment applied (unless orphaned); never block a gone cluster forever.
 
     Returns what was done, for the event. Raises TemporaryError to be retried
     while the cluster is live but unreachable, until `grace_seconds` after
     deletion started.
     """
+    body = inputs.body
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
     if spec.get("cleanupPolicy") == "Orphan":
         return "objects orphaned by policy"
-    refs = [
-        ObjectRef.from_json(r)
-        for a in reversed(status.get("addons") or [])
-        for r in a.get("inventory") or []
-    ]
-    if not refs:
+    sets = [a["applyset"] for a in reversed(status.get("addons") or []) if a.get("applyset")]
+    if not sets:
         return "nothing was applied"
-    cluster_body = controller.management.cluster(meta["namespace"], spec["cluster"])
-    if cluster_body is None:
-        return f"cluster {spec['cluster']} is gone; dropped the record of {len(refs)} objects"
-    cluster = parse_cluster(cluster_body)
+    cluster = inputs.cluster
+    if cluster is None:
+        return f"cluster {spec['cluster']} is gone; nothing to delete from"
     try:
-        remote = controller.remotes.for_cluster(cluster)
-        applier = Applier(remote, "", "")
-        deleted = applier.delete(refs)
+        client = engine.connections.client(meta["namespace"], cluster.name, inputs.kubeconfig)
+        deleted = [key for applyset in sets for key in _delete_owned(client, applyset)]
     except FleetError as error:
         started = parse_time(meta.get("deletionTimestamp"))
         elapsed = (now() - started).total_seconds() if started else 0
         if cluster.deleting or elapsed > grace_seconds:
-            return f"cluster unreachable ({error}); dropped the record of {len(refs)} objects"
+            return f"cluster unreachable ({error}); gave up deleting its objects"
         raise TemporaryError(f"cleanup of {spec['cluster']}: {error}", delay=5) from error
     return f"deleted {len(deleted)} objects"

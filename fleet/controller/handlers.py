@@ -1,93 +1,53 @@
-"""kopf handlers: which event calls which piece of the controller. No logic of their own.
+"""kopf wiring: watches fill caches (kopf indexes) and queue keys; workers reconcile.
 
-CAPI Clusters, Addons, Datacenters and kubeconfig Secrets are only watched
-(`on.event` writes nothing to them); AddonProfiles and AddonDeployments are
-ours, with timers for summaries, retries and drift checks. One lock per
-AddonDeployment keeps its event handler and timer from overlapping.
+No handler here writes anything or calls the API: an event only decides
+which keys it concerns (a Cluster's label change → the profiles whose
+selection it changes; an AddonDeployment's new generation → that
+deployment), and the work queue runs the reconcile of each key in a worker
+thread, reading its inputs from the indexes. Idle, nothing is queued except
+each deployment's next drift check, at the time it is due.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
-import threading
-import time
+from collections.abc import Hashable
 from typing import Any
 
 import kopf
 
-from fleet.api import CAPI_GROUP, CLEANUP_FINALIZER, GROUP, VERSION
-from fleet.controller import deployments, profiles
-from fleet.controller.deployments import Controller
-from fleet.errors import FleetError, TemporaryError
-from fleet.status import DELETING, PROBE, due, now
+from fleet.api import CAPI_GROUP, GROUP, VERSION
+from fleet.api.models import Cluster, parse_cluster
+from fleet.connections.cache import Kubeconfig
+from fleet.controller.runtime import Runtime
+from fleet.select import InvalidSelector, matches
 
 log = logging.getLogger("fleet.controller")
-
-TICK_SECONDS = 2.0
-PROFILE_RESYNC_SECONDS = 10.0
-CLEANUP_GRACE_SECONDS = 60.0
-WORKERS = 32
+KUBECONFIG_TYPE = "cluster.x-k8s.io/secret"
+SUMMARY_DELAY = 2.0
 GAUGE_SECONDS = 10.0
-
-_locks: dict[str, threading.Lock] = {}
-# When this process last reconciled each deployment (by uid): kept in memory so
-# that a drift pass that finds nothing writes nothing.
-_last_attempt: dict[str, datetime.datetime] = {}
-_locks_guard = threading.Lock()
+PROBE_SECONDS = 60.0
 
 
-def _lock(uid: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(uid, threading.Lock())
-
-
-def _controller(memo: Any) -> Controller:
-    controller: Controller = memo.controller
-    return controller
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.finalizer = CLEANUP_FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.execution.max_workers = WORKERS
-    settings.posting.level = logging.INFO
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    # fleet manages its finalizers itself; kopf's must never be one of them.
+    settings.persistence.finalizer = f"{GROUP}/kopf"
+    settings.posting.enabled = False
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
-
-
-@kopf.on.startup()
-async def start_phase_gauge(memo: kopf.Memo, **_: Any) -> None:
-    """Refresh the deployments-by-phase gauge in the background (kopf has no global timers)."""
-    controller = _controller(memo)
-
-    def count() -> None:
-        items = controller.management.list("addondeployments")
-        controller.metrics.count_phases(
-            [(d.get("status") or {}).get("phase", "Pending") for d in items]
-        )
-
-    async def refresh() -> None:
-        while True:
-            try:
-                await asyncio.to_thread(count)
-            except Exception:
-                log.warning("could not refresh the phase gauge", exc_info=True)
-            await asyncio.sleep(GAUGE_SECONDS)
-
-    memo.gauge_task = asyncio.create_task(refresh())
+    _runtime(memo).start(asyncio.get_running_loop(), kwargs)
 
 
 @kopf.on.cleanup()
-async def stop_phase_gauge(memo: kopf.Memo, **_: Any) -> None:
-    task = getattr(memo, "gauge_task", None)
-    if task is not None:
-        task.cancel()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    _runtime(memo).stop()
 
 
 @kopf.on.login()
@@ -96,124 +56,185 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-def _sync_namespace(controller: Controller, namespace: str) -> None:
-    for profile in controller.management.list("addonprofiles", namespace):
-        profiles.sync_profile(controller.management, namespace, profile["metadata"]["name"])
+# Indexes: the caches every reconcile reads instead of the API.
+
+
+@kopf.index(CAPI_GROUP, "clusters")
+def clusters(namespace: Any, name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Cluster]:
+    return {(namespace, name): parse_cluster(dict(body))}
+
+
+@kopf.index(CAPI_GROUP, "clusters")
+def clusters_by_namespace(namespace: Any, body: kopf.Body, **_: Any) -> dict[Hashable, Cluster]:
+    return {namespace: parse_cluster(dict(body))}
+
+
+@kopf.index("", "v1", "secrets", labels={"cluster.x-k8s.io/cluster-name": kopf.PRESENT})
+def kubeconfigs(namespace: Any, body: kopf.Body, **_: Any) -> dict[Hashable, Kubeconfig]:
+    if body.get("type") != KUBECONFIG_TYPE or not body["metadata"]["name"].endswith("-kubeconfig"):
+        return {}
+    value = (body.get("data") or {}).get("value", "")
+    cluster = body["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"]
+    version = f"{body['metadata']['uid']}/{body['metadata']['resourceVersion']}"
+    return {(namespace, cluster): Kubeconfig(version, value)}
+
+
+@kopf.index(GROUP, VERSION, "addons")
+def addons(namespace: Any, name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
+    return {
+        (namespace, name): {
+            "metadata": dict(body["metadata"]),
+            "spec": dict(body.get("spec") or {}),
+        }
+    }
+
+
+@kopf.index(GROUP, VERSION, "datacenters")
+def datacenters(name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
+    return {name: {"metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}}
+
+
+@kopf.index(GROUP, VERSION, "addonprofiles")
+def profiles(namespace: Any, name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
+    return {(namespace, name): _copy(body)}
+
+
+@kopf.index(GROUP, VERSION, "addondeployments")
+def deployments(namespace: Any, name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
+    return {(namespace, name): _copy(body)}
+
+
+@kopf.index(GROUP, VERSION, "addondeployments")
+def deployments_by_owner(namespace: Any, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
+    spec = body.get("spec") or {}
+    name = body["metadata"]["name"]
+    return {
+        ("profile", namespace, spec.get("profile", "")): name,
+        ("cluster", namespace, spec.get("cluster", "")): name,
+    }
+
+
+def _copy(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body["metadata"]),
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
+# Events: decide which keys an event concerns, queue them, nothing else.
+
+
+def _changed(memo: Any, seen: object) -> bool:
+    """Whether what matters of an object differs from the last event (kept in its kopf memo)."""
+    before = getattr(memo, "seen", None)
+    memo.seen = seen
+    return bool(before != seen)
 
 
 @kopf.on.event(CAPI_GROUP, "clusters")
-def cluster_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    controller = _controller(memo)
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    if body["metadata"].get("deletionTimestamp"):
-        profiles.release_cluster(controller.management, namespace, name)
-    _sync_namespace(controller, namespace)
+async def cluster_event(
+    body: kopf.Body, type: str, memo: kopf.Memo, namespace: Any, name: str, **_: Any
+) -> None:
+    runtime = _runtime(memo)
+    cluster = parse_cluster(dict(body))
+    before: tuple[Any, ...] | None = getattr(memo, "seen", None)
+    seen = (
+        None
+        if type == "DELETED"
+        else (
+            cluster.labels,
+            cluster.annotations,
+            cluster.topology,
+            cluster.paused,
+            cluster.control_plane_ready,
+            cluster.deleting,
+        )
+    )
+    if not _changed(memo, seen):
+        return
+    old_labels = before[0] if before else None
+    for profile in runtime.profiles_of(namespace):
+        selector = profile.get("spec", {}).get("clusterSelector") or {}
+        try:
+            concerned = matches(selector, cluster.labels) or (
+                old_labels is not None and matches(selector, old_labels)
+            )
+        except InvalidSelector:
+            concerned = True
+        if concerned:
+            runtime.queue.add(("profile", namespace, profile["metadata"]["name"]))
+    if before is not None and seen is not None and before[3:] != seen[3:]:
+        runtime.wake_deployments_of(namespace, name)
+    if cluster.deleting or type == "DELETED":
+        runtime.queue.add(("cluster", namespace, name))
+    if type == "DELETED":
+        runtime.connections.forget(namespace, name)
 
 
 @kopf.on.event("", "v1", "secrets", labels={"cluster.x-k8s.io/cluster-name": kopf.PRESENT})
-def kubeconfig_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if body.get("type") == "cluster.x-k8s.io/secret":
+async def kubeconfig_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
+    if body.get("type") != KUBECONFIG_TYPE:
+        return
+    before = getattr(memo, "seen", None)
+    if not _changed(memo, None if type == "DELETED" else body["metadata"].get("resourceVersion")):
+        return
+    if before is not None:
+        namespace = body["metadata"]["namespace"]
         cluster = body["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"]
-        _controller(memo).remotes.forget(body["metadata"]["namespace"], cluster)
+        runtime = _runtime(memo)
+        runtime.connections.forget(namespace, cluster)
+        runtime.wake_deployments_of(namespace, cluster)
 
 
 @kopf.on.event(GROUP, VERSION, "addons")
-def addon_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _sync_namespace(_controller(memo), body["metadata"]["namespace"])
+async def addon_event(
+    body: kopf.Body, type: str, memo: kopf.Memo, namespace: Any, name: str, **_: Any
+) -> None:
+    if not _changed(memo, None if type == "DELETED" else body.get("spec")):
+        return
+    runtime = _runtime(memo)
+    for profile in runtime.profiles_of(namespace):
+        if any(e.get("name") == name for e in profile.get("spec", {}).get("addons") or []):
+            runtime.queue.add(("profile", namespace, profile["metadata"]["name"]))
 
 
 @kopf.on.event(GROUP, VERSION, "datacenters")
-def datacenter_changed(memo: kopf.Memo, **_: Any) -> None:
-    controller = _controller(memo)
-    namespaces = {p["metadata"]["namespace"] for p in controller.management.list("addonprofiles")}
-    for namespace in sorted(namespaces):
-        _sync_namespace(controller, namespace)
+async def datacenter_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
+    if not _changed(memo, None if type == "DELETED" else body.get("spec")):
+        return
+    runtime = _runtime(memo)
+    for profile in runtime.all_profiles():
+        meta = profile["metadata"]
+        runtime.queue.add(("profile", meta["namespace"], meta["name"]))
 
 
 @kopf.on.event(GROUP, VERSION, "addonprofiles")
-def profile_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    profiles.sync_profile(
-        _controller(memo).management, body["metadata"]["namespace"], body["metadata"]["name"]
-    )
-
-
-@kopf.timer(GROUP, VERSION, "addonprofiles", interval=PROFILE_RESYNC_SECONDS)
-def profile_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    profiles.sync_profile(
-        _controller(memo).management, body["metadata"]["namespace"], body["metadata"]["name"]
-    )
-
-
-def _reconcile_if_due(body: kopf.Body, memo: kopf.Memo) -> None:
-    if body["metadata"].get("deletionTimestamp"):
-        return
-    reason = deployments_due(body)
-    if reason is None:
-        return
-    lock = _lock(body["metadata"]["uid"])
-    if not lock.acquire(blocking=False):
-        return
-    controller = _controller(memo)
-    started = time.monotonic()
-    result = "error"
-    try:
-        fresh = controller.management.get(
-            "addondeployments", body["metadata"]["namespace"], body["metadata"]["name"]
-        )
-        if fresh is None or deployments_due(fresh) is None:
-            result = "skipped"
-            return
-        log.debug(
-            "reconciling %s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], reason
-        )
-        outcome = deployments.reconcile(controller, fresh, drift=deployments_due(fresh) != PROBE)
-        _last_attempt[fresh["metadata"]["uid"]] = now()
-        for kind, event_reason, message in outcome.events:
-            kopf.event(body, type=kind, reason=event_reason, message=message)
-        result = outcome.status.get("phase", "unknown")
-    except FleetError as error:
-        controller.metrics.errors.labels(type(error).__name__).inc()
-        raise
-    finally:
-        lock.release()
-        if result != "skipped":
-            controller.metrics.reconcile_seconds.labels(result).observe(time.monotonic() - started)
-
-
-def deployments_due(body: kopf.Body | dict[str, Any]) -> str | None:
-    return due(dict(body), now(), _last_attempt.get(body["metadata"]["uid"]))
+async def profile_event(
+    body: kopf.Body, type: str, memo: kopf.Memo, namespace: Any, name: str, **_: Any
+) -> None:
+    meta = body["metadata"]
+    seen = (meta.get("generation"), meta.get("annotations"), meta.get("deletionTimestamp"))
+    if type != "DELETED" and _changed(memo, seen):
+        _runtime(memo).queue.add(("profile", namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, "addondeployments")
-def deployment_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
-    if type != "DELETED":
-        _reconcile_if_due(body, memo)
-
-
-@kopf.timer(GROUP, VERSION, "addondeployments", interval=TICK_SECONDS)
-def deployment_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _reconcile_if_due(body, memo)
-
-
-@kopf.on.delete(GROUP, VERSION, "addondeployments")
-def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    controller = _controller(memo)
-    meta = body["metadata"]
-    controller.management.patch_status(
-        "addondeployments",
-        meta["namespace"],
-        meta["name"],
-        {"phase": DELETING, "message": "removing the add-ons' objects from the cluster"},
-    )
-    with _lock(body["metadata"]["uid"]):
-        try:
-            done = deployments.cleanup(controller, dict(body), CLEANUP_GRACE_SECONDS)
-        except TemporaryError as error:
-            raise kopf.TemporaryError(str(error), delay=error.delay) from error
-    kopf.event(body, type="Normal", reason="CleanedUp", message=done)
-    namespace, cluster = body["metadata"]["namespace"], body["spec"]["cluster"]
-    cluster_body = controller.management.cluster(namespace, cluster)
-    if cluster_body and cluster_body["metadata"].get("deletionTimestamp"):
-        profiles.release_cluster(
-            controller.management, namespace, cluster, finished=body["metadata"]["name"]
-        )
+async def deployment_event(
+    body: kopf.Body, type: str, memo: kopf.Memo, namespace: Any, name: str, **_: Any
+) -> None:
+    runtime = _runtime(memo)
+    key = ("deployment", namespace, name)
+    spec = body.get("spec") or {}
+    if type == "DELETED":
+        runtime.forget_deployment(key)
+        if runtime.cluster_deleting(namespace, spec.get("cluster", "")):
+            runtime.queue.add(("cluster", namespace, spec.get("cluster", "")))
+    else:
+        runtime.remember_deployment(key, memo)
+        meta = body["metadata"]
+        if _changed(memo, (meta.get("generation"), meta.get("deletionTimestamp"))):
+            runtime.queue.add(key)
+    runtime.queue.add_after(("profile", namespace, spec.get("profile", "")), SUMMARY_DELAY)

@@ -1,31 +1,36 @@
-"""Keep one AddonDeployment per (profile, selected cluster), and the profile's summary.
+"""Keep one AddonDeployment per (profile, matched cluster), and the profile's summary.
 
-The desired set is computed from the profile, its Addons, the Clusters of its
-namespace and their Datacenters; AddonDeployments are created, updated (their
-`revision` changes whenever any input changes) or deleted to match.
+`decide` is pure: from the profile, the Clusters of its namespace, its
+Addons, their Datacenters and the existing deployments (all from the watch
+caches) it returns what to create, update and delete, which Clusters need
+fleet's finalizer, and the status. Safety lives here: a paused Cluster's
+deployment is left exactly as it is, a Cluster that is not ready keeps its
+add-ons, and removing add-ons from many clusters at once waits for a human.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.api import (
     API_VERSION,
     CLEANUP_FINALIZER,
     CLUSTER_FINALIZER,
+    GROUP,
     LABEL_CLUSTER,
     LABEL_PROFILE,
 )
-from fleet.api.models import Cluster, InvalidSpec, parse_cluster, parse_profile
-from fleet.controller.management import Management
+from fleet.api.models import Cluster, InvalidSpec, parse_profile
 from fleet.hashing import digest
-from fleet.select import InvalidSelector, select
-from fleet.status import FAILED, PENDING, READY, UNREACHABLE, now, stamp
+from fleet.select import InvalidSelector, matches
+from fleet.status import FAILED, READY, UNREACHABLE, now, stamp
 
 JSON = dict[str, Any]
-log = logging.getLogger("fleet.controller")
-CONFLICT_RETRIES = 5
+CONFIRM_ANNOTATION = f"{GROUP}/confirm-removal"
+NAMES_SHOWN = 10
 
 
 def deployment_name(profile: str, cluster: str) -> str:
@@ -86,170 +91,156 @@ def desired_deployment(profile_body: JSON, cluster: Cluster, rev: str) -> JSON:
     }
 
 
+def removal_token(names: list[str]) -> str:
+    """Names exactly one set of removals: a confirmation is for that set, not a later one."""
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:12]
+
+
+def removal_blocked(removals: list[str], total: int, max_percent: int) -> bool:
+    """More than one cluster and more than `max_percent` of the profile's clusters at once."""
+    return len(removals) > 1 and len(removals) > math.floor(total * max_percent / 100)
+
+
+@dataclass(slots=True)
+class Decision:
+    create: list[JSON] = field(default_factory=list)
+    update: dict[str, JSON] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    finalize: list[Cluster] = field(default_factory=list)
+    status: JSON = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str) -> JSON:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
 def _summary(deployments: list[JSON]) -> JSON:
-    phases = [(d.get("status") or {}).get("phase", PENDING) for d in deployments]
+    phases = [(d.get("status") or {}).get("phase") or "Unknown" for d in deployments]
+    settled = phases.count(READY) + phases.count(FAILED) + phases.count(UNREACHABLE)
     return {
         "matched": len(deployments),
         "ready": phases.count(READY),
         "failed": phases.count(FAILED),
         "unreachable": phases.count(UNREACHABLE),
-        "progressing": len(phases)
-        - phases.count(READY)
-        - phases.count(FAILED)
-        - phases.count(UNREACHABLE),
+        "progressing": len(phases) - settled,
     }
 
 
-def _condition(ok: bool, reason: str, message: str) -> JSON:
-    return {
-        "type": "Ready",
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": stamp(now()),
-    }
-
-
-def sync_profile(management: Management, namespace: str, name: str) -> None:
-    body = management.get("addonprofiles", namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return
+def decide(
+    body: JSON,
+    clusters: list[Cluster],
+    addon_specs: dict[str, JSON | None],
+    datacenters: dict[str, JSON | None],
+    existing: dict[str, JSON],
+) -> Decision:
+    decision = Decision()
+    meta = body["metadata"]
     try:
         profile = parse_profile(body)
-        clusters = [parse_cluster(c) for c in management.clusters(namespace)]
-        selected = select(profile.selector, clusters)
-    except (InvalidSpec, InvalidSelector) as error:
-        _write_status(
-            management,
-            body,
-            {
-                "observedGeneration": body["metadata"].get("generation"),
-                "conditions": [_condition(False, "InvalidSpec", str(error))],
-            },
+        matched = sorted(
+            (c for c in clusters if not c.deleting and matches(profile.selector, c.labels)),
+            key=lambda c: c.name,
         )
-        return
-    addon_specs = {}
-    for entry in profile.addons:
-        addon = management.get("addons", namespace, entry.name)
-        addon_specs[entry.name] = addon["spec"] if addon else None
-    datacenters: dict[str, JSON | None] = {}
-    existing = {
-        d["metadata"]["name"]: d
-        for d in management.list("addondeployments", namespace, f"{LABEL_PROFILE}={name}")
-    }
-    desired = {}
+    except (InvalidSpec, InvalidSelector) as error:
+        decision.status = {
+            "observedGeneration": meta.get("generation"),
+            "conditions": [_condition("Ready", False, "InvalidSpec", str(error))],
+        }
+        return decision
+    by_name = {c.name: c for c in clusters}
+    wanted: dict[str, JSON] = {}
     if not profile.paused:
-        for cluster in selected:
-            if cluster.datacenter and cluster.datacenter not in datacenters:
-                found = management.datacenter(cluster.datacenter)
-                datacenters[cluster.datacenter] = found.get("spec") if found else None
+        for cluster in matched:
             rev = revision(body["spec"], addon_specs, cluster, datacenters.get(cluster.datacenter))
-            wanted = desired_deployment(body, cluster, rev)
-            desired[wanted["metadata"]["name"]] = wanted
-    else:
-        desired = dict(existing)
-    for deployment_name_, wanted in desired.items():
-        current = existing.get(deployment_name_)
-        if current is None:
-            management.create("addondeployments", namespace, wanted)
-            log.info("created AddonDeployment %s/%s", namespace, deployment_name_)
-        elif current.get("spec") != wanted["spec"]:
-            management.patch(
-                "addondeployments", namespace, deployment_name_, {"spec": wanted["spec"]}
+            wanted[deployment_name(meta["name"], cluster.name)] = desired_deployment(
+                body, cluster, rev
             )
-    for stale in set(existing) - set(desired):
-        management.delete("addondeployments", namespace, stale)
-        log.info("deleting AddonDeployment %s/%s: cluster no longer selected", namespace, stale)
-    for cluster in selected:
-        ensure_cluster_finalizer(management, namespace, cluster.name)
-    kept = [d for n, d in existing.items() if n in desired]
-    summary = _summary(kept) | {"matched": len(desired)}
-    missing = [n for n, spec in addon_specs.items() if spec is None]
+    for name, present in existing.items():
+        owner = by_name.get(present["spec"]["cluster"])
+        # Hands off: a paused profile or a paused Cluster keeps its deployment exactly as it is.
+        if profile.paused or (owner is not None and owner.paused):
+            wanted[name] = present
+    for name, want in wanted.items():
+        found = existing.get(name)
+        if found is None:
+            decision.create.append(want)
+        elif found.get("spec") != want["spec"]:
+            decision.update[name] = want["spec"]
+    removals = sorted(set(existing) - set(wanted))
+    # Clusters that are gone or being deleted always lose their add-ons; only
+    # removals caused by a change of selection or labels are guarded.
+    guarded = [
+        n
+        for n in removals
+        if (c := by_name.get(existing[n]["spec"]["cluster"])) is not None and not c.deleting
+    ]
+    conditions = []
+    token = removal_token(guarded)
+    confirmed = (meta.get("annotations") or {}).get(CONFIRM_ANNOTATION) == token
+    if removal_blocked(guarded, len(existing), profile.max_removal_percent) and not confirmed:
+        shown = ", ".join(existing[n]["spec"]["cluster"] for n in guarded[:NAMES_SHOWN])
+        more = f" and {len(guarded) - NAMES_SHOWN} more" if len(guarded) > NAMES_SHOWN else ""
+        message = (
+            f"removing add-ons from {len(guarded)} of {len(existing)} clusters at once "
+            f"({shown}{more}) waits for confirmation: "
+            f"fleet confirm-removal -n {meta['namespace']} {meta['name']}, or annotate the "
+            f"profile {CONFIRM_ANNOTATION}={token}"
+        )
+        conditions.append(_condition("RemovalBlocked", True, "TooManyRemovals", message))
+        decision.events.append(("Warning", "RemovalBlocked", message))
+        removals = [n for n in removals if n not in guarded]
+    decision.delete = removals
+    decision.finalize = [c for c in matched if CLUSTER_FINALIZER not in c.finalizers]
+    kept = [d for n, d in existing.items() if n in wanted]
+    summary = _summary(kept) | {"matched": len(wanted)}
+    missing = sorted(n for n, spec in addon_specs.items() if spec is None)
     message = (
         f"Addons not found: {', '.join(missing)}"
         if missing
-        else (f"{summary['ready']}/{summary['matched']} clusters ready")
+        else f"{summary['ready']}/{summary['matched']} clusters ready"
     )
-    _write_status(
-        management,
-        body,
-        {
-            "observedGeneration": body["metadata"].get("generation"),
-            "revision": digest({"profile": body["spec"], "addons": addon_specs}),
-            "matchedClusters": sorted(c.name for c in selected),
-            "summary": summary,
-            "conditions": [
-                _condition(
-                    not missing and summary["ready"] == summary["matched"],
-                    "AddonsMissing" if missing else "Summary",
-                    message,
-                )
-            ],
-        },
+    conditions.insert(
+        0,
+        _condition(
+            "Ready",
+            not missing and summary["ready"] == summary["matched"],
+            "AddonsMissing" if missing else "Summary",
+            message,
+        ),
     )
+    decision.status = {
+        "observedGeneration": meta.get("generation"),
+        "revision": digest({"profile": body["spec"], "addons": addon_specs}),
+        "matchedClusters": [c.name for c in matched],
+        "summary": summary,
+        "conditions": conditions,
+    }
+    return decision
 
 
-def _write_status(management: Management, body: JSON, status: JSON) -> None:
-    """Patch the profile's status only when it changed (its own write would re-trigger a sync).
+def status_patch(current: JSON, wanted: JSON) -> JSON | None:
+    """The status to write, or None when nothing changed.
 
-    A condition keeps its lastTransitionTime while its status stays the same.
+    A condition keeps its lastTransitionTime while its status stays the same;
+    a condition that went away is written as absent.
     """
-    current = body.get("status") or {}
     previous = {c["type"]: c for c in current.get("conditions") or []}
-    for condition in status.get("conditions", []):
+    for condition in wanted.get("conditions", []):
         before = previous.get(condition["type"])
-        if before and before.get("status") == condition["status"]:
+        if before is not None and before.get("status") == condition["status"]:
             condition["lastTransitionTime"] = before.get("lastTransitionTime")
-    if any(current.get(key) != value for key, value in status.items()):
-        meta = body["metadata"]
-        management.patch_status("addonprofiles", meta["namespace"], meta["name"], status)
-
-
-def _update_cluster_finalizers(
-    management: Management, namespace: str, cluster: str, add: bool
-) -> None:
-    """Add or remove our finalizer on a Cluster, re-reading it when a write races ours."""
-    for _ in range(CONFLICT_RETRIES):
-        body = management.cluster(namespace, cluster)
-        if body is None or (add and body["metadata"].get("deletionTimestamp")):
-            return
-        finalizers = body["metadata"].get("finalizers") or []
-        if (CLUSTER_FINALIZER in finalizers) == add:
-            return
-        wanted = (
-            [*finalizers, CLUSTER_FINALIZER]
-            if add
-            else [f for f in finalizers if f != CLUSTER_FINALIZER]
-        )
-        if management.set_cluster_finalizers(body, wanted):
-            return
-
-
-def ensure_cluster_finalizer(management: Management, namespace: str, cluster: str) -> None:
-    """Hold a Cluster's deletion until its add-ons are cleaned up (our one write to CAPI)."""
-    _update_cluster_finalizers(management, namespace, cluster, add=True)
-
-
-def release_cluster(
-    management: Management, namespace: str, cluster: str, finished: str = ""
-) -> bool:
-    """For a Cluster being deleted: delete its deployments; drop our finalizer once none remain.
-
-    `finished` names a deployment whose cleanup just completed (it still exists
-    until its own finalizer goes). Returns True once the finalizer is gone.
-    """
-    body = management.cluster(namespace, cluster)
-    if body is None:
-        return True
-    remaining = [
-        d
-        for d in management.list("addondeployments", namespace, f"{LABEL_CLUSTER}={cluster}")
-        if d["metadata"]["name"] != finished
-    ]
-    for deployment in remaining:
-        if not deployment["metadata"].get("deletionTimestamp"):
-            management.delete("addondeployments", namespace, deployment["metadata"]["name"])
-    if remaining:
-        return False
-    _update_cluster_finalizers(management, namespace, cluster, add=False)
-    return True
+        else:
+            condition["lastTransitionTime"] = stamp(now())
+    comparable = {key: value for key, value in wanted.items() if current.get(key) != value}
+    if "conditions" in comparable:
+        strip = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in wanted["conditions"]
+        ]
+        old = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in current.get("conditions") or []
+        ]
+        if strip == old:
+            comparable.pop("conditions")
+    return wanted if comparable else None

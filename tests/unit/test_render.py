@@ -194,3 +194,24 @@ def test_helm_values_are_rendered_and_handed_to_the_chart_templater():
 def test_helm_values_template_errors_name_the_values_template():
     with pytest.raises(RenderError, match="template 'valuesTemplate' line 2: undefined variable"):
         render_addon(HELM, {}, CONTEXT, lambda addon, values: [])
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{{ 'x' * 10**9 }}", "over the limit"),
+        ("{{ 2 ** 100000 }}", "over the limit of 1000"),
+    ],
+)
+def test_templates_cannot_allocate_without_limit(text, problem):
+    with pytest.raises(RenderError, match=problem):
+        render_manifests(addon({"t.yaml": text}), {}, CONTEXT)
+
+
+def test_an_object_over_the_size_limit_is_named():
+    text = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\n"
+        "data: {x: \"{{ 'y' * 2000000 }}\"}\n"
+    )
+    with pytest.raises(RenderError, match=r"ConfigMap big is 2\.0 MB, over the limit"):
+        render_manifests(addon({"t.yaml": text}), {}, CONTEXT)

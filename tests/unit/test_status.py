@@ -1,65 +1,6 @@
-import datetime
-
-import pytest
 
 from fleet.fleetview import rows
-from fleet.status import backoff_seconds, due, material, stamp, summary_message, worst
-
-NOW = datetime.datetime(2026, 11, 23, 12, 0, 0, tzinfo=datetime.UTC)
-
-
-def deployment(status=None, revision="r2", drift=180):
-    return {
-        "metadata": {"name": "p.gpu-01"},
-        "spec": {"revision": revision, "driftIntervalSeconds": drift},
-        "status": status or {},
-    }
-
-
-def ago(seconds):
-    return stamp(NOW - datetime.timedelta(seconds=seconds))
-
-
-@pytest.mark.parametrize(
-    ("status", "last", "expected"),
-    [
-        ({}, None, "revision changed"),
-        ({"appliedRevision": "r1", "phase": "Ready"}, 5, "revision changed"),
-        (
-            {"appliedRevision": "r2", "phase": "Ready"},
-            None,
-            "first look since the controller started",
-        ),
-        ({"appliedRevision": "r2", "phase": "Ready"}, 10, None),
-        ({"appliedRevision": "r2", "phase": "Ready"}, 40, "probe"),
-        ({"appliedRevision": "r2", "phase": "Ready"}, 400, "drift check"),
-        ({"appliedRevision": "r2", "phase": "Applying"}, 0, None),
-        ({"appliedRevision": "r2", "phase": "Applying"}, 5, "applying"),
-        (
-            {
-                "appliedRevision": "r1",
-                "phase": "Unreachable",
-                "nextAttemptTime": stamp(NOW + datetime.timedelta(seconds=30)),
-            },
-            1,
-            None,
-        ),
-        (
-            {"appliedRevision": "r2", "phase": "Unreachable", "nextAttemptTime": ago(1)},
-            1,
-            "retry after Unreachable",
-        ),
-    ],
-)
-def test_when_a_deployment_is_due(status, last, expected):
-    last_attempt = None if last is None else NOW - datetime.timedelta(seconds=last)
-    assert due(deployment(status), NOW, last_attempt) == expected
-
-
-def test_a_status_differing_only_in_attempt_time_is_not_worth_a_write():
-    before = {"phase": "Ready", "lastAttemptTime": ago(60), "ready": "1/1"}
-    assert material({**before, "lastAttemptTime": ago(0)}) == material(before)
-    assert material({**before, "ready": "0/1"}) != material(before)
+from fleet.status import backoff_seconds, health_poll_seconds, summary_message, worst
 
 
 def test_backoff_grows_exponentially_and_is_capped():
@@ -67,6 +8,8 @@ def test_backoff_grows_exponentially_and_is_capped():
     assert delays[0] == 2
     assert delays == sorted(delays)
     assert max(delays) == 120
+    polls = [health_poll_seconds(n) for n in range(1, 10)]
+    assert polls[0] == 2 and max(polls) == 30 and polls == sorted(polls)
 
 
 def test_worst_phase_and_summary_message():

@@ -1,0 +1,387 @@
+"""The controller's running parts: caches, the work queue, its workers, the probes.
+
+Each queued key is handled in two halves: its inputs are read from kopf's
+indexes on the event loop (where the indexes are written, so reads never
+race a write), then the I/O — workload clusters, management writes — runs
+in a worker thread. One key is never handled twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from kubernetes.client.exceptions import ApiException
+
+from fleet.api import CLEANUP_FINALIZER, CLUSTER_FINALIZER
+from fleet.api.models import (
+    Addon,
+    Cluster,
+    InvalidSpec,
+    parse_addon,
+    parse_datacenter,
+    parse_profile,
+)
+from fleet.connections.cache import ClusterCache
+from fleet.controller import deployments as reconciling
+from fleet.controller import profiles as selecting
+from fleet.controller.deployments import DeploymentMemo, Engine, Inputs
+from fleet.controller.management import Management
+from fleet.controller.queue import WorkQueue
+from fleet.errors import FleetError, TemporaryError
+from fleet.helm import HelmRenderer
+from fleet.metrics import Metrics
+from fleet.render import ChartTemplater
+from fleet.status import DELETING, FAILED, backoff_seconds
+
+JSON = dict[str, Any]
+log = logging.getLogger("fleet.controller")
+WORKERS = 16
+CLEANUP_GRACE_SECONDS = 60.0
+GAUGE_SECONDS = 10.0
+PROBE_SECONDS = 60.0
+
+
+@dataclass(slots=True)
+class Runtime:
+    management: Management
+    metrics: Metrics
+    helm: str | None = None
+    connections: ClusterCache = field(default_factory=ClusterCache)
+    indexes: dict[str, Any] = field(default_factory=dict)
+    memos: dict[Hashable, DeploymentMemo] = field(default_factory=dict)
+    _queue: WorkQueue | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _pool: concurrent.futures.ThreadPoolExecutor | None = None
+    _helm: HelmRenderer | None = None
+
+    # Life cycle
+
+    def start(self, loop: asyncio.AbstractEventLoop, indexes: dict[str, Any]) -> None:
+        self._loop = loop
+        self.indexes = indexes
+        self._queue = WorkQueue(loop)
+        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="reconcile")
+        self._tasks = [loop.create_task(self._queue.worker(self._handle)) for _ in range(WORKERS)]
+        self._tasks += [loop.create_task(self._every(GAUGE_SECONDS, self._count_phases))]
+        self._tasks += [loop.create_task(self._every(PROBE_SECONDS, self._probe))]
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queue(self) -> WorkQueue:
+        if self._queue is None:
+            raise RuntimeError("the controller runtime has not started")
+        return self._queue
+
+    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                result = job()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.warning("background job %s failed", job.__name__, exc_info=True)
+
+    async def _io(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
+    async def _io_delay(self, function: Callable[..., float | None], *args: Any) -> float | None:
+        """Run I/O that ends in when to look again."""
+        delay: float | None = await self._io(function, *args)
+        return delay
+
+    # Reading the caches (on the loop only)
+
+    def _values(self, index: str, key: Hashable) -> list[Any]:
+        found = self.indexes.get(index)
+        if found is None or key not in found:
+            return []
+        return list(found[key])
+
+    def _one(self, index: str, key: Hashable) -> Any:
+        values = self._values(index, key)
+        return values[0] if values else None
+
+    def profiles_of(self, namespace: str) -> list[JSON]:
+        return [
+            p
+            for k in list(self.indexes.get("profiles", {}))
+            if k[0] == namespace
+            for p in self._values("profiles", k)
+        ]
+
+    def all_profiles(self) -> list[JSON]:
+        return [
+            p for k in list(self.indexes.get("profiles", {})) for p in self._values("profiles", k)
+        ]
+
+    def cluster_deleting(self, namespace: str, name: str) -> bool:
+        cluster: Cluster | None = self._one("clusters", (namespace, name))
+        return cluster is not None and cluster.deleting
+
+    def wake_deployments_of(self, namespace: str, cluster: str) -> None:
+        for name in self._values("deployments_by_owner", ("cluster", namespace, cluster)):
+            self.queue.add(("deployment", namespace, name))
+
+    def remember_deployment(self, key: Hashable, memo: Any) -> None:
+        if not hasattr(memo, "deployment"):
+            memo.deployment = DeploymentMemo()
+        self.memos[key] = memo.deployment
+
+    def forget_deployment(self, key: Hashable) -> None:
+        self.memos.pop(key, None)
+        self.queue.forget(key)
+
+    # Handling one key
+
+    async def _handle(self, key: Hashable) -> float | None:
+        kind, namespace, name = cast(tuple[str, str, str], key)
+        if kind == "profile":
+            return await self._profile(namespace, name)
+        if kind == "deployment":
+            return await self._deployment(key, namespace, name)
+        return await self._release_cluster(namespace, name)
+
+    async def _profile(self, namespace: str, name: str) -> float | None:
+        body = self._one("profiles", (namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        clusters: list[Cluster] = self._values("clusters_by_namespace", namespace)
+        addon_specs = {}
+        for entry in body.get("spec", {}).get("addons") or []:
+            addon = self._one("addons", (namespace, entry.get("name")))
+            addon_specs[entry.get("name")] = addon["spec"] if addon else None
+        datacenters = {}
+        for cluster in clusters:
+            found = self._one("datacenters", cluster.datacenter) if cluster.datacenter else None
+            datacenters[cluster.datacenter] = found["spec"] if found else None
+        existing = {
+            n: d
+            for n in self._values("deployments_by_owner", ("profile", namespace, name))
+            if (d := self._one("deployments", (namespace, n))) is not None
+        }
+        decision = await self._io(
+            selecting.decide, body, clusters, addon_specs, datacenters, existing
+        )
+        return await self._io_delay(self._carry_out_profile, body, decision)
+
+    def _carry_out_profile(self, body: JSON, decision: selecting.Decision) -> float | None:
+        meta = body["metadata"]
+        namespace = meta["namespace"]
+        for wanted in decision.create:
+            self.management.create("addondeployments", namespace, wanted)
+            log.info("created AddonDeployment %s/%s", namespace, wanted["metadata"]["name"])
+        for name, spec in decision.update.items():
+            self.management.patch("addondeployments", namespace, name, {"spec": spec})
+        for name in decision.delete:
+            self.management.delete("addondeployments", namespace, name)
+            log.info("deleting AddonDeployment %s/%s: cluster no longer selected", namespace, name)
+        retry = None
+        for cluster in decision.finalize:
+            cluster_meta = {
+                "namespace": cluster.namespace,
+                "name": cluster.name,
+                "resourceVersion": cluster.resource_version,
+                "finalizers": list(cluster.finalizers),
+            }
+            if not self.management.set_finalizers(
+                "clusters", cluster_meta, [*cluster.finalizers, CLUSTER_FINALIZER]
+            ):
+                retry = 1.0
+        current = body.get("status") or {}
+        patch = selecting.status_patch(current, decision.status)
+        if patch is not None:
+            self.management.patch_status("addonprofiles", namespace, meta["name"], patch)
+            before = {c["type"]: c.get("message") for c in current.get("conditions") or []}
+            for kind, reason, message in decision.events:
+                if before.get("RemovalBlocked") != message:
+                    self._event(body, kind, reason, message)
+        return retry
+
+    def _inputs(self, body: JSON) -> Inputs:
+        namespace, spec = body["metadata"]["namespace"], body["spec"]
+        cluster: Cluster | None = self._one("clusters", (namespace, spec["cluster"]))
+        profile_body = self._one("profiles", (namespace, spec["profile"]))
+        problem = ""
+        profile = None
+        addons: dict[str, Addon | None] = {}
+        try:
+            if profile_body is None:
+                problem = f"AddonProfile {namespace}/{spec['profile']} not found"
+            else:
+                profile = parse_profile(profile_body)
+                for entry in profile.addons:
+                    addon_body = self._one("addons", (namespace, entry.name))
+                    addons[entry.name] = parse_addon(addon_body) if addon_body else None
+                missing = [n for n, a in addons.items() if a is None]
+                if missing:
+                    problem = f"Addon {', '.join(f'{namespace}/{m}' for m in missing)} not found"
+        except InvalidSpec as error:
+            problem = str(error)
+        datacenter = None
+        if cluster is not None and cluster.datacenter:
+            found = self._one("datacenters", cluster.datacenter)
+            datacenter = parse_datacenter(found) if found else None
+        kubeconfig = self._one("kubeconfigs", (namespace, spec["cluster"]))
+        return Inputs(body, cluster, profile, addons, datacenter, kubeconfig, problem)
+
+    async def _deployment(self, key: Hashable, namespace: str, name: str) -> float | None:
+        body = self._one("deployments", (namespace, name))
+        if body is None:
+            return None
+        memo = self.memos.setdefault(key, DeploymentMemo())
+        inputs = self._inputs(body)
+        engine = Engine(self.connections, self.metrics, self._charts, self._record)
+        if body["metadata"].get("deletionTimestamp"):
+            return await self._io_delay(self._clean_up, engine, inputs)
+        started = time.monotonic()
+        try:
+            outcome = await self._io(reconciling.reconcile, engine, inputs, memo)
+        except Exception as error:
+            # Never fail silently: what the controller did not foresee still ends in
+            # a phase, a message and an event.
+            log.exception("reconciling %s/%s failed", namespace, name)
+            self.metrics.errors.labels(type(error).__name__).inc()
+            memo.failures += 1
+            message = (
+                f"internal error: {type(error).__name__}: {error} (the controller log has details)"
+            )
+            outcome = reconciling.Outcome(
+                {"phase": FAILED, "message": message[:500]},
+                [("Warning", "InternalError", message[:500])],
+                backoff_seconds(memo.failures),
+            )
+        await self._io(self._write_outcome, body, outcome)
+        self.metrics.reconcile_seconds.labels(
+            (outcome.status or body.get("status") or {}).get("phase", "unknown")
+        ).observe(time.monotonic() - started)
+        requeue: float | None = outcome.requeue
+        return requeue
+
+    def _write_outcome(self, body: JSON, outcome: reconciling.Outcome) -> None:
+        meta = body["metadata"]
+        if outcome.status is not None:
+            self.management.patch_status(
+                "addondeployments", meta["namespace"], meta["name"], outcome.status
+            )
+        for kind, reason, message in outcome.events:
+            self._event(body, kind, reason, message)
+
+    def _record(self, body: JSON, entries: list[JSON]) -> None:
+        """Write the ApplySet records before applying, so a crash orphans nothing."""
+        meta = body["metadata"]
+        self.management.patch_status(
+            "addondeployments", meta["namespace"], meta["name"], {"addons": entries}
+        )
+
+    def _clean_up(self, engine: Engine, inputs: Inputs) -> float | None:
+        body = inputs.body
+        meta = body["metadata"]
+        if (body.get("status") or {}).get("phase") != DELETING:
+            self.management.patch_status(
+                "addondeployments",
+                meta["namespace"],
+                meta["name"],
+                {"phase": DELETING, "message": "removing the add-ons' objects from the cluster"},
+            )
+        try:
+            done = reconciling.cleanup(engine, inputs, CLEANUP_GRACE_SECONDS)
+        except TemporaryError as error:
+            self.management.patch_status(
+                "addondeployments", meta["namespace"], meta["name"], {"message": str(error)}
+            )
+            return error.delay
+        self._event(body, "Normal", "CleanedUp", done)
+        finalizers = [f for f in meta.get("finalizers") or [] if f != CLEANUP_FINALIZER]
+        if not self.management.set_finalizers("addondeployments", meta, finalizers):
+            return 1.0
+        return None
+
+    async def _release_cluster(self, namespace: str, name: str) -> float | None:
+        cluster: Cluster | None = self._one("clusters", (namespace, name))
+        if cluster is None or not cluster.deleting:
+            return None
+        remaining = [
+            d
+            for n in self._values("deployments_by_owner", ("cluster", namespace, name))
+            if (d := self._one("deployments", (namespace, n))) is not None
+        ]
+        return await self._io_delay(self._release, cluster, remaining)
+
+    def _release(self, cluster: Cluster, remaining: list[JSON]) -> float | None:
+        for deployment in remaining:
+            if not deployment["metadata"].get("deletionTimestamp"):
+                self.management.delete(
+                    "addondeployments", cluster.namespace, deployment["metadata"]["name"]
+                )
+        if remaining or CLUSTER_FINALIZER not in cluster.finalizers:
+            return None
+        meta = {
+            "namespace": cluster.namespace,
+            "name": cluster.name,
+            "resourceVersion": cluster.resource_version,
+            "finalizers": list(cluster.finalizers),
+        }
+        left = [f for f in cluster.finalizers if f != CLUSTER_FINALIZER]
+        return None if self.management.set_finalizers("clusters", meta, left) else 1.0
+
+    # Helpers
+
+    def _event(self, body: JSON, kind: str, reason: str, message: str) -> None:
+        try:
+            self.management.event(body, kind, reason, message)
+        except (ApiException, OSError):
+            log.warning(
+                "could not post event %s on %s", reason, body["metadata"]["name"], exc_info=True
+            )
+
+    def _charts(self, kube_version: str) -> ChartTemplater:
+        def template(addon: Addon, values: JSON) -> list[JSON]:
+            if self.helm is None:
+                raise FleetError(
+                    f"add-on {addon.name}: helm add-ons need the helm binary: "
+                    "start the controller with --helm or FLEET_HELM, or put helm on PATH"
+                )
+            if self._helm is None:
+                self._helm = HelmRenderer(self.helm)
+            datacenters = [
+                d for k in self._datacenter_keys() for d in self._values("datacenters", k)
+            ]
+            access = self.management.registry_access(addon.require_chart().repository, datacenters)
+            return self._helm.template(addon, values, kube_version, access)
+
+        return template
+
+    def _datacenter_keys(self) -> Iterable[Hashable]:
+        return list(self.indexes.get("datacenters", {}))
+
+    def _count_phases(self) -> None:
+        phases = [
+            (d.get("status") or {}).get("phase") or "Pending"
+            for k in list(self.indexes.get("deployments", {}))
+            for d in self._values("deployments", k)
+        ]
+        self.metrics.count_phases(phases)
+
+    async def _probe(self) -> None:
+        """Probe clusters nobody heard from lately; wake their deployments when that changed."""
+        for (namespace, cluster), client in self.connections.quiet_since(PROBE_SECONDS):
+            was = client.connected
+            with contextlib.suppress(FleetError):
+                await self._io(client.version)
+            if client.connected != was:
+                self.metrics.reachable(namespace, cluster, client.connected)
+                self.wake_deployments_of(namespace, cluster)
