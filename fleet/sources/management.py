@@ -1,0 +1,84 @@
+"""What `fleet status` reads from the management cluster, and nothing more.
+
+One LIST of Clusters, one LIST of AddonDeployments (each paginated) and one
+GET of the controller's Lease: a fixed number of requests however large the
+fleet, and nothing from any workload cluster.
+"""
+
+from __future__ import annotations
+
+import datetime
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.api import CAPI_GROUP, CAPI_VERSIONS, GROUP, VERSION
+from fleet.api.install import NAME
+from fleet.sources import ReadError
+from fleet.sources.reader import ApiError, Reader
+
+JSON = dict[str, Any]
+# The controller's leader holds this Lease, named after its Deployment, and renews it.
+LEASE_NAME = NAME
+FORBIDDEN = 403
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    clusters: list[JSON]
+    deployments: list[JSON]
+    lease: JSON | None
+    # Why the Lease could not be read (a user allowed to read the fleet but not
+    # Leases), or None when it was read or found missing.
+    lease_error: str | None
+    # The API server's clock when the Lease was read: a heartbeat's age is
+    # measured on the cluster's clock, not on this machine's.
+    time: datetime.datetime
+
+
+def collection(group: str, version: str, plural: str, namespace: str | None) -> str:
+    where = f"/namespaces/{urllib.parse.quote(namespace, safe='')}" if namespace else ""
+    return f"/apis/{group}/{version}{where}/{plural}"
+
+
+def clusters(reader: Reader, namespace: str | None) -> list[JSON]:
+    """CAPI Clusters at the newest version served: v1beta2, else v1beta1."""
+    for version in CAPI_VERSIONS:
+        found = reader.list(collection(CAPI_GROUP, version, "clusters", namespace))
+        if found is not None:
+            return found
+    raise ReadError(
+        f"{reader.server} serves no {CAPI_GROUP} Clusters "
+        f"({' or '.join(CAPI_VERSIONS)}): is Cluster API installed?"
+    )
+
+
+def deployments(reader: Reader, namespace: str | None) -> list[JSON]:
+    found = reader.list(collection(GROUP, VERSION, "addondeployments", namespace))
+    if found is None:
+        raise ReadError(
+            f"{reader.server} serves no {GROUP}/{VERSION} AddonDeployments: "
+            "install fleet with `fleet install`"
+        )
+    return found
+
+
+def read_fleet(reader: Reader, namespace: str | None, controller_namespace: str) -> Snapshot:
+    found_clusters = clusters(reader, namespace)
+    found_deployments = deployments(reader, namespace)
+    path = collection("coordination.k8s.io", "v1", "leases", controller_namespace)
+    try:
+        reply = reader.get(f"{path}/{LEASE_NAME}")
+    except ApiError as error:
+        if error.status != FORBIDDEN:
+            raise
+        return Snapshot(
+            found_clusters, found_deployments, None, str(error), datetime.datetime.now(datetime.UTC)
+        )
+    return Snapshot(
+        found_clusters,
+        found_deployments,
+        reply.body,
+        None,
+        reply.date or datetime.datetime.now(datetime.UTC),
+    )

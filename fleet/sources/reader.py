@@ -1,0 +1,166 @@
+"""GET and paginated LIST on a Kubernetes API server: JSON over one HTTPS connection.
+
+The TLS context trusts only the kubeconfig's CA (or the system's when it names
+none) and checks the server's name. Python's ssl loads a client certificate
+only from a file, so the certificate and key are written to an anonymous
+in-memory file (memfd) that is read by its /proc path and closed at once:
+keys never touch the disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import http.client
+import json
+import os
+import ssl
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.sources import ReadError
+from fleet.sources.kubeconfig import Endpoint
+
+JSON = dict[str, Any]
+PAGE = 500
+TIMEOUT = 30.0
+
+
+class ApiError(ReadError):
+    """The API server answered with an error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    body: JSON | None  # None: not found
+    date: datetime.datetime | None  # the server's clock, from its Date header
+
+
+def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(
+            cadata=endpoint.ca_pem.decode() if endpoint.ca_pem else None
+        )
+    except (ssl.SSLError, ValueError) as error:
+        raise ReadError(f"{endpoint.server}: the kubeconfig's CA cannot be loaded") from error
+    if endpoint.client_pem:
+        fd = os.memfd_create("fleet-client", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, endpoint.client_pem)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        except ssl.SSLError as error:
+            raise ReadError(
+                f"{endpoint.server}: the kubeconfig's client certificate and key cannot be loaded"
+            ) from error
+        finally:
+            os.close(fd)
+    return context
+
+
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection that can verify the certificate for another name (tls-server-name)."""
+
+    def __init__(
+        self, host: str, port: int | None, context: ssl.SSLContext, server_name: str | None
+    ) -> None:
+        super().__init__(host, port, timeout=TIMEOUT, context=context)
+        self._tls = context
+        self._server_name = server_name or host
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
+class Reader:
+    def __init__(self, endpoint: Endpoint) -> None:
+        url = urllib.parse.urlsplit(endpoint.server)
+        self.server = endpoint.server
+        self._prefix = url.path.rstrip("/")
+        self._headers = {"Accept": "application/json", "User-Agent": "fleet-status"}
+        if endpoint.token:
+            self._headers["Authorization"] = f"Bearer {endpoint.token}"
+        self._connection = _Connection(
+            url.hostname or "", url.port, tls_context(endpoint), endpoint.server_name
+        )
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def get(self, path: str) -> Reply:
+        """The object at `path`, or a Reply with no body when there is none (404)."""
+        status, data, date = self._request(path)
+        if status == 404:
+            return Reply(None, date)
+        return Reply(self._json(path, status, data), date)
+
+    def list(self, path: str) -> list[JSON] | None:
+        """Every item of the collection at `path`, PAGE at a time; None when it is not served."""
+        items: list[JSON] = []
+        token = ""
+        while True:
+            query = urllib.parse.urlencode({"limit": PAGE} | ({"continue": token} if token else {}))
+            status, data, _ = self._request(f"{path}?{query}")
+            if status == 404:
+                return None
+            page = self._json(path, status, data)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
+
+    def _request(self, path: str) -> tuple[int, bytes, datetime.datetime | None]:
+        try:
+            try:
+                return self._exchange(path)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed the idle keep-alive connection: one fresh attempt.
+                self._connection.close()
+                return self._exchange(path)
+        except (OSError, http.client.HTTPException) as error:
+            raise ReadError(f"{self.server}: {_reason(error)}") from error
+
+    def _exchange(self, path: str) -> tuple[int, bytes, datetime.datetime | None]:
+        self._connection.request("GET", self._prefix + path, headers=self._headers)
+        response = self._connection.getresponse()
+        data = response.read()
+        return response.status, data, _http_date(response.getheader("Date"))
+
+    def _json(self, path: str, status: int, data: bytes) -> JSON:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        if status != 200 or not isinstance(body, dict):
+            message = body.get("message") if isinstance(body, dict) else None
+            raise ApiError(
+                f"GET {path}: {status} {http.client.responses.get(status, '')}".rstrip()
+                + (f": {message}" if message else ""),
+                status,
+            )
+        return body
+
+
+def _http_date(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).astimezone(datetime.UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def _reason(error: Exception) -> str:
+    """A short, stable reason: what went wrong, without the stack of wrappers."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {error.verify_message}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error) or type(error).__name__
