@@ -1,11 +1,13 @@
-"""The fleet at a glance: one row per Cluster, from management-cluster objects only.
+"""The fleet at a glance: one row per Cluster, and the controller's heartbeat.
 
-Pure: `fleet status` fetches Clusters and AddonDeployments and hands them
-here; the same rows serve the table and `-o json`.
+Pure: `fleet status` fetches Clusters, AddonDeployments and the controller's
+Lease and hands them here; the same rows and notes serve the table and
+`-o json`.
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,6 +17,16 @@ from fleet.status import READY
 
 JSON = dict[str, Any]
 GPU_COUNT_LABEL = "fleet.mlops.dev/gpu-count"
+# A deployment the controller has not written a phase on yet.
+UNKNOWN = "Unknown"
+# Set by the controller on the deployments of a paused Cluster; the cluster's
+# own "paused" problem already says so, so it adds none.
+PAUSED = "Paused"
+NOT_PROBLEMS = (READY, PAUSED)
+# client-go's leader-election lease duration, for a Lease that does not say its own.
+DEFAULT_LEASE_SECONDS = 15
+# A heartbeat is missed once the Lease has gone unrenewed this many lease durations.
+MISSED_LEASES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,12 @@ def _cluster_problems(body: JSON) -> list[str]:
     return problems
 
 
+def _deployment_problem(profile: str, status: JSON) -> str:
+    if not status.get("phase"):
+        return f"{profile}: {UNKNOWN}: the controller has not reported on it"
+    return f"{profile}: {status['phase']}: {status.get('message') or 'no message'}"
+
+
 def rows(clusters: list[JSON], deployments: list[JSON]) -> list[ClusterRow]:
     by_cluster: dict[tuple[str, str], list[JSON]] = {}
     for deployment in deployments:
@@ -74,9 +92,9 @@ def rows(clusters: list[JSON], deployments: list[JSON]) -> list[ClusterRow]:
         if gpus is None and GPU_COUNT_LABEL in (meta.get("labels") or {}):
             gpus = int(meta["labels"][GPU_COUNT_LABEL])
         problems = _cluster_problems(body) + [
-            f"{d['spec']['profile']}: {s.get('phase')}: {s.get('message') or 'no message'}"
+            _deployment_problem(d["spec"]["profile"], s)
             for d, s in zip(mine, statuses, strict=True)
-            if s.get("phase") not in (READY, None)
+            if s.get("phase") not in NOT_PROBLEMS
         ]
         result.append(
             ClusterRow(
@@ -92,3 +110,58 @@ def rows(clusters: list[JSON], deployments: list[JSON]) -> list[ClusterRow]:
             )
         )
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What the controller's Lease says of it; `note` is set when that is bad news."""
+
+    lease: str
+    holder: str | None = None
+    renew_time: str | None = None
+    age_seconds: int | None = None
+    # None: the Lease could not be read, so nothing is known either way.
+    healthy: bool | None = None
+    note: str | None = None
+
+    def to_json(self) -> JSON:
+        return {_camel(key): value for key, value in asdict(self).items()}
+
+
+def heartbeat(lease: JSON | None, moment: datetime.datetime, where: str) -> Heartbeat:
+    """The controller's health from its Lease `where` (namespace/name) at `moment`."""
+    if lease is None:
+        return Heartbeat(
+            where, healthy=False, note=f"no fleet controller has reported: no Lease {where}"
+        )
+    spec = lease.get("spec") or {}
+    holder = spec.get("holderIdentity") or None
+    renew_time = spec.get("renewTime") or None
+    if holder is None or renew_time is None:
+        return Heartbeat(
+            where,
+            holder,
+            renew_time,
+            healthy=False,
+            note=f"no fleet controller holds Lease {where}",
+        )
+    renewed = datetime.datetime.fromisoformat(renew_time)
+    age = max(0, int((moment - renewed).total_seconds()))
+    limit = MISSED_LEASES * int(spec.get("leaseDurationSeconds") or DEFAULT_LEASE_SECONDS)
+    if age > limit:
+        return Heartbeat(
+            where,
+            holder,
+            renew_time,
+            age,
+            healthy=False,
+            note=f"the fleet controller has not reported for {age} s "
+            f"(Lease {where}, holder {holder})",
+        )
+    return Heartbeat(where, holder, renew_time, age, healthy=True)
+
+
+def unread_heartbeat(where: str, reason: str) -> Heartbeat:
+    return Heartbeat(
+        where, note=f"cannot read Lease {where}, the controller's health is unknown: {reason}"
+    )
