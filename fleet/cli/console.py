@@ -27,6 +27,10 @@ class Terminal:
         if not self.quiet:
             self.err.print(message, markup=False)
 
+    def warn(self, message: str) -> None:
+        """Bad news that is not an error: printed even with --quiet, never on stdout."""
+        self.err.print(f"warning: {message}", markup=False, style="yellow")
+
     def print(self, text: str = "") -> None:
         self.out.print(text, markup=False)
 

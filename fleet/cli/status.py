@@ -1,18 +1,26 @@
-"""`fleet status`: the whole fleet in one table, read from the management cluster only."""
+"""`fleet status`: the whole fleet in one table, read from the management cluster only.
+
+It reads one LIST of Clusters, one LIST of AddonDeployments and the
+controller's Lease, through fleet.sources rather than the Kubernetes client,
+so that it starts in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
+from fleet.api.install import DEFAULT_NAMESPACE
 from fleet.cli.console import Terminal, columns
-from fleet.cli.options import kubeconfig_option, management_client
-from fleet.controller.management import Management
-from fleet.fleetview import ClusterRow, rows
+from fleet.cli.options import kubeconfig_option
+from fleet.errors import FleetError
+from fleet.fleetview import ClusterRow, Heartbeat, heartbeat, rows, unread_heartbeat
+from fleet.sources.kubeconfig import load_endpoint
+from fleet.sources.management import LEASE_NAME, Snapshot, read_fleet
+from fleet.sources.reader import Reader
+
+PROBLEMS = 3
 
 
 def status_table(found: list[ClusterRow], namespaced: bool) -> list[tuple[str, ...]]:
@@ -34,9 +42,29 @@ def status_table(found: list[ClusterRow], namespaced: bool) -> list[tuple[str, .
     return table
 
 
+def controller_heartbeat(snapshot: Snapshot, controller_namespace: str) -> Heartbeat:
+    where = f"{controller_namespace}/{LEASE_NAME}"
+    if snapshot.lease_error is not None:
+        return unread_heartbeat(where, snapshot.lease_error)
+    return heartbeat(snapshot.lease, snapshot.time, where)
+
+
+def exit_code(found: list[ClusterRow], beat: Heartbeat, deployments: int) -> int:
+    """3 when a cluster has problems, or when add-ons exist and no controller looks after them."""
+    if any(row.problems for row in found) or (beat.healthy is False and deployments > 0):
+        return PROBLEMS
+    return 0
+
+
 @click.command()
 @kubeconfig_option
 @click.option("-n", "--namespace", help="Only the Clusters of this namespace (default: all).")
+@click.option(
+    "--controller-namespace",
+    default=DEFAULT_NAMESPACE,
+    show_default=True,
+    help=f"Namespace of the controller's Lease {LEASE_NAME} (its heartbeat).",
+)
 @click.option(
     "-o",
     "--output",
@@ -45,20 +73,36 @@ def status_table(found: list[ClusterRow], namespaced: bool) -> list[tuple[str, .
     show_default=True,
 )
 @click.pass_obj
-def status(terminal: Terminal, kubeconfig: Path | None, namespace: str | None, output: str) -> None:
+def status(
+    terminal: Terminal,
+    kubeconfig: Path | None,
+    namespace: str | None,
+    controller_namespace: str,
+    output: str,
+) -> None:
     """One line per cluster: datacenter, phase, version, GPUs, add-ons ready, problems.
 
-    Exit code 0 when every cluster is free of problems, 3 when some have problems.
+    Exit code 0 when every cluster is free of problems, 3 when some have problems
+    (or when there are add-ons and the controller has stopped reporting).
     """
     try:
-        api = management_client(kubeconfig)
-        management = Management(api)
-        found = rows(management.clusters(namespace), management.list("addondeployments", namespace))
-    except (ApiException, HTTPError, k8s_config.ConfigException, OSError) as error:
+        reader = Reader(load_endpoint(kubeconfig))
+        try:
+            snapshot = read_fleet(reader, namespace, controller_namespace)
+        finally:
+            reader.close()
+    except (FleetError, OSError) as error:
         terminal.abort(f"cannot read the management cluster: {error}")
+    found = rows(snapshot.clusters, snapshot.deployments)
+    beat = controller_heartbeat(snapshot, controller_namespace)
+    if beat.note:
+        terminal.warn(beat.note)
     if output != "table":
-        terminal.data({"clusters": [row.to_json() for row in found]}, output)
+        terminal.data(
+            {"clusters": [row.to_json() for row in found], "controller": beat.to_json()}, output
+        )
     else:
         terminal.print(columns(status_table(found, namespaced=namespace is None)))
-    if any(row.problems for row in found):
-        raise click.exceptions.Exit(3)
+    code = exit_code(found, beat, len(snapshot.deployments))
+    if code:
+        raise click.exceptions.Exit(code)
