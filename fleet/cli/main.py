@@ -1,25 +1,98 @@
 """Entry point of `fleet` (and `kubectl fleet`, the same program as a kubectl plugin).
 
+Commands are imported only when they run: `fleet controller` pulls in kopf
+and the whole controller (seconds of imports), which `fleet status` or
+`fleet --help` must not pay for. A new command is one more row in COMMANDS.
+
 Exit codes: 0 success, 1 an operation failed (the message says why), 2 bad
 usage, 3 `fleet status` found problems, 130 interrupted.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
 from fleet import __version__
 from fleet.cli.console import Terminal
-from fleet.cli.controller import controller
-from fleet.cli.dev import dev
-from fleet.cli.install import install
-from fleet.cli.status import status
+
+
+@dataclass(frozen=True, slots=True)
+class LazyCommand:
+    module: str
+    attribute: str
+    # The command's own one-line help, repeated so that `fleet --help` lists it
+    # without importing it (a test keeps the two equal).
+    short_help: str
+
+
+COMMANDS = {
+    "dev": LazyCommand(
+        "fleet.cli.dev",
+        "dev",
+        "Run a real local fleet without Docker: control planes, kwok GPU nodes, registries.",
+    ),
+    "controller": LazyCommand(
+        "fleet.cli.controller", "controller", "Run the fleet controller (kopf) until interrupted."
+    ),
+    "status": LazyCommand(
+        "fleet.cli.status",
+        "status",
+        "One line per cluster: datacenter, phase, version, GPUs, add-ons ready, problems.",
+    ),
+    "install": LazyCommand(
+        "fleet.cli.install",
+        "install",
+        "Install (or upgrade) fleet on a management cluster with server-side apply.",
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is looked up to run."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, LazyCommand], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, context: click.Context) -> list[str]:
+        return sorted({*super().list_commands(context), *self.lazy})
+
+    def get_command(self, context: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            entry = self.lazy[name]
+            command = getattr(importlib.import_module(entry.module), entry.attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{entry.module}.{entry.attribute} is not a click command")
+            self.add_command(command, name)
+        return super().get_command(context, name)
+
+    def format_commands(self, context: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, with the short help of commands not yet imported taken from COMMANDS."""
+        names = self.list_commands(context)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        listing = []
+        for name in names:
+            if name in self.commands:
+                listing.append((name, self.commands[name].get_short_help_str(limit)))
+            else:
+                text = self.lazy[name].short_help
+                listing.append((name, click.utils.make_default_short_help(text, limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(listing)
 
 
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FLEET"}
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FLEET"},
 )
 @click.version_option(__version__, prog_name="fleet")
 @click.option("-q", "--quiet", is_flag=True, help="Print no progress, only results and errors.")
@@ -34,12 +107,6 @@ def cli(context: click.Context, quiet: bool, verbose: int) -> None:
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     context.obj = Terminal(quiet=quiet, verbose=verbose > 0)
-
-
-cli.add_command(dev)
-cli.add_command(controller)
-cli.add_command(status)
-cli.add_command(install)
 
 
 def main() -> None:
