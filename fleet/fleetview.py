@@ -13,15 +13,14 @@ from typing import Any
 
 from fleet.api import LABEL_DATACENTER
 from fleet.api.models import parse_cluster
-from fleet.status import READY
+from fleet.status import PAUSED, READY
 
 JSON = dict[str, Any]
 GPU_COUNT_LABEL = "fleet.mlops.dev/gpu-count"
 # A deployment the controller has not written a phase on yet.
 UNKNOWN = "Unknown"
-# Set by the controller on the deployments of a paused Cluster; the cluster's
-# own "paused" problem already says so, so it adds none.
-PAUSED = "Paused"
+# PAUSED is set by the controller on the deployments of a paused Cluster; the
+# cluster's own "paused" problem already says so, so it adds none.
 NOT_PROBLEMS = (READY, PAUSED)
 # client-go's leader-election lease duration, for a Lease that does not say its own.
 DEFAULT_LEASE_SECONDS = 15
