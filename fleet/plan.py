@@ -224,7 +224,8 @@ class OneTime:
 
     def plan(self, situation: Situation) -> Plan:
         if situation.applied_revision:
-            return Plan()
+            # Applied once: a later revision is taken as handled without touching the cluster.
+            return Plan(applies_revision=True)
         return _full_apply(situation)
 
 

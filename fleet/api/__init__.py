@@ -18,3 +18,5 @@ FIELD_MANAGER = "fleet"
 CLEANUP_FINALIZER = f"{GROUP}/cleanup"
 # fleet's finalizer on CAPI Clusters; a different name, so kopf never takes it for its own.
 CLUSTER_FINALIZER = f"{GROUP}/addons"
+# On an AddonProfile: confirms one guarded removal of add-ons (its value names the set).
+CONFIRM_REMOVAL_ANNOTATION = f"{GROUP}/confirm-removal"

@@ -38,7 +38,11 @@ RULES: list[JSON] = [
 ]
 # In the controller's own namespace only: the leader-election Lease.
 NAMESPACE_RULES: list[JSON] = [
-    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "create", "update"],
+    },
 ]
 
 
@@ -122,7 +126,7 @@ def manifests(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) ->
                                     {"name": "health", "containerPort": 8081},
                                 ],
                                 "livenessProbe": {
-                                    # /metrics answers on every replica; /healthz only on the leader.
+                                    # /metrics answers on every replica, /healthz on the leader.
                                     "httpGet": {"path": "/metrics", "port": "metrics"},
                                     "periodSeconds": 20,
                                 },

@@ -130,9 +130,8 @@ def controller(
         terminal.abort(f"cannot serve /metrics on {metrics_address}: {error.strerror}")
     api = _management_client(kubeconfig)
     me = leader.identity()
-    terminal.progress(
-        f"fleet controller {me}: waiting to lead (Lease {leader_election_namespace}/{leader.LEASE_NAME})"
-    )
+    lease = f"{leader_election_namespace}/{leader.LEASE_NAME}"
+    terminal.progress(f"fleet controller {me}: waiting to lead (Lease {lease})")
     leader.wait_for_leadership(api, leader_election_namespace, me)
     runtime = Runtime(Management(api), metrics, helm=_helm_binary(helm))
     importlib.import_module("fleet.controller.handlers")

@@ -9,22 +9,23 @@ cluster with five profiles is probed once, not five times.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from dataclasses import dataclass
 
 from fleet.connections.client import ClusterClient, ClusterNotConnected
-from fleet.connections.kubeconfig import parse_kubeconfig
+from fleet.connections.kubeconfig import BadKubeconfig, parse_kubeconfig
 
 Key = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class Kubeconfig:
-    """A cluster's kubeconfig as its Secret holds it; `version` is uid/resourceVersion."""
+    """A cluster's kubeconfig as its Secret holds it (base64); `version` is uid/resourceVersion."""
 
     version: str
-    text: str
+    encoded: str
 
     def __repr__(self) -> str:
         return f"Kubeconfig(version={self.version!r})"
@@ -46,7 +47,11 @@ class ClusterCache:
             cached = self._clients.get(key)
             if cached is not None and cached[0] == kubeconfig.version:
                 return cached[1]
-        built = ClusterClient(cluster, parse_kubeconfig(cluster, kubeconfig.text))
+        try:
+            text = base64.b64decode(kubeconfig.encoded, validate=True).decode()
+        except ValueError as error:
+            raise BadKubeconfig(cluster, "Secret value is not valid base64") from error
+        built = ClusterClient(cluster, parse_kubeconfig(cluster, text))
         with self._lock:
             previous = self._clients.get(key)
             self._clients[key] = (kubeconfig.version, built)

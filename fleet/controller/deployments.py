@@ -79,6 +79,8 @@ class Outcome:
     status: JSON | None
     events: list[Event] = field(default_factory=list)
     requeue: float | None = None
+    # ApplySet records written before applying, by add-on: kept whatever happens next.
+    recorded: dict[str, JSON] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -150,7 +152,15 @@ def reconcile(engine: Engine, inputs: Inputs, memo: DeploymentMemo) -> Outcome:
     try:
         addons, extra = _reconcile(engine, inputs, memo, when, outcome)
     except _Stop as stop:
-        previous = _previous(status)
+        previous = {
+            name: entry | ({"applyset": outcome.recorded[name]} if name in outcome.recorded else {})
+            for name, entry in _previous(status).items()
+        }
+        previous |= {
+            name: {"name": name, "phase": stop.phase, "applyset": applyset}
+            for name, applyset in outcome.recorded.items()
+            if name not in previous
+        }
         entries = [_entry(p, n, stop.phase, stop.message, when) for n, p in previous.items()] or [
             {"name": "*", "phase": stop.phase, "message": stop.message, "lastTransitionTime": when}
         ]
@@ -265,6 +275,7 @@ def _reconcile(
             current = {**current, "applyset": {"id": on_cluster.applyset, **record.to_json()}}
             engine.record(body, [e for e in entries if e["name"] != name] + [current])
             previous[name] = current
+            outcome.recorded[name] = current["applyset"]
 
         try:
             result, delay = _reconcile_addon(
@@ -285,8 +296,10 @@ def _reconcile(
         except ClusterNotConnected as error:
             raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
         except TemporaryError as error:
+            before = previous.get(entry.name, {})  # with the record written before applying
             result, delay = _entry(before, entry.name, APPLYING, str(error), when), error.delay
         except PermanentError as error:
+            before = previous.get(entry.name, {})
             result, delay = _entry(before, entry.name, FAILED, str(error), when), None
             outcome.events.append(("Warning", "Failed", f"{entry.name}: {error}"))
         results[entry.name] = result

@@ -26,8 +26,6 @@ from fleet.select import InvalidSelector, matches
 log = logging.getLogger("fleet.controller")
 KUBECONFIG_TYPE = "cluster.x-k8s.io/secret"
 SUMMARY_DELAY = 2.0
-GAUGE_SECONDS = 10.0
-PROBE_SECONDS = 60.0
 
 
 def _runtime(memo: Any) -> Runtime:

@@ -19,7 +19,7 @@ from fleet.api import (
     API_VERSION,
     CLEANUP_FINALIZER,
     CLUSTER_FINALIZER,
-    GROUP,
+    CONFIRM_REMOVAL_ANNOTATION,
     LABEL_CLUSTER,
     LABEL_PROFILE,
 )
@@ -29,7 +29,6 @@ from fleet.select import InvalidSelector, matches
 from fleet.status import FAILED, READY, UNREACHABLE, now, stamp
 
 JSON = dict[str, Any]
-CONFIRM_ANNOTATION = f"{GROUP}/confirm-removal"
 NAMES_SHOWN = 10
 
 
@@ -176,8 +175,9 @@ def decide(
         if (c := by_name.get(existing[n]["spec"]["cluster"])) is not None and not c.deleting
     ]
     conditions = []
+    pending: JSON | None = None
     token = removal_token(guarded)
-    confirmed = (meta.get("annotations") or {}).get(CONFIRM_ANNOTATION) == token
+    confirmed = (meta.get("annotations") or {}).get(CONFIRM_REMOVAL_ANNOTATION) == token
     if removal_blocked(guarded, len(existing), profile.max_removal_percent) and not confirmed:
         shown = ", ".join(existing[n]["spec"]["cluster"] for n in guarded[:NAMES_SHOWN])
         more = f" and {len(guarded) - NAMES_SHOWN} more" if len(guarded) > NAMES_SHOWN else ""
@@ -185,11 +185,12 @@ def decide(
             f"removing add-ons from {len(guarded)} of {len(existing)} clusters at once "
             f"({shown}{more}) waits for confirmation: "
             f"fleet confirm-removal -n {meta['namespace']} {meta['name']}, or annotate the "
-            f"profile {CONFIRM_ANNOTATION}={token}"
+            f"profile {CONFIRM_REMOVAL_ANNOTATION}={token}"
         )
         conditions.append(_condition("RemovalBlocked", True, "TooManyRemovals", message))
         decision.events.append(("Warning", "RemovalBlocked", message))
         removals = [n for n in removals if n not in guarded]
+        pending = {"token": token, "clusters": [existing[n]["spec"]["cluster"] for n in guarded]}
     decision.delete = removals
     decision.finalize = [c for c in matched if CLUSTER_FINALIZER not in c.finalizers]
     kept = [d for n, d in existing.items() if n in wanted]
@@ -215,6 +216,7 @@ def decide(
         "matchedClusters": [c.name for c in matched],
         "summary": summary,
         "conditions": conditions,
+        "pendingRemoval": pending,
     }
     return decision
 

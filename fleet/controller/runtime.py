@@ -45,7 +45,10 @@ log = logging.getLogger("fleet.controller")
 WORKERS = 16
 CLEANUP_GRACE_SECONDS = 60.0
 GAUGE_SECONDS = 10.0
-PROBE_SECONDS = 60.0
+# A cluster nobody talked to for QUIET_SECONDS is probed; probes are looked for every
+# PROBE_SECONDS, so an outage shows within QUIET_SECONDS + PROBE_SECONDS.
+PROBE_SECONDS = 15.0
+QUIET_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -378,7 +381,7 @@ class Runtime:
 
     async def _probe(self) -> None:
         """Probe clusters nobody heard from lately; wake their deployments when that changed."""
-        for (namespace, cluster), client in self.connections.quiet_since(PROBE_SECONDS):
+        for (namespace, cluster), client in self.connections.quiet_since(QUIET_SECONDS):
             was = client.connected
             with contextlib.suppress(FleetError):
                 await self._io(client.version)

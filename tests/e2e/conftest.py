@@ -105,6 +105,9 @@ def namespace_on(local_fleet: FleetState, request: pytest.FixtureRequest) -> Ite
         client.CoreV1Api(api_client).delete_namespace(name)
 
 
+LEASE_NAMESPACE = "fleet-system"
+
+
 class ControllerProcess:
     """`fleet controller` run as a user would, against the session fleet's management cluster."""
 
@@ -113,12 +116,15 @@ class ControllerProcess:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
+        self.health_port = 0
 
-    def start(self) -> None:
+    def start(self, wait_healthy: bool = True) -> None:
+        """Start it; with `wait_healthy`, wait until it leads (only the leader serves /healthz)."""
         from fleet.devenv.processes import PortAllocator
 
         ports = PortAllocator()
         self.metrics_port, health_port = ports.take(), ports.take()
+        self.health_port = health_port
         with self.log.open("ab") as output:
             self.process = subprocess.Popen(
                 [
@@ -132,21 +138,31 @@ class ControllerProcess:
                     f"127.0.0.1:{self.metrics_port}",
                     "--health-address",
                     f"127.0.0.1:{health_port}",
+                    "--leader-election-namespace",
+                    LEASE_NAMESPACE,
                 ],
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        if wait_healthy:
+            self.wait_leading(60)
+
+    def leading(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, f"controller exited:\n{self.log.read_text()[-3000:]}"
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/healthz"
+            return bool(urllib.request.urlopen(url).status == 200)
+        except OSError:
+            return False
+
+    def wait_leading(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, (
-                f"controller exited:\n{self.log.read_text()[-3000:]}"
-            )
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz").status == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("controller not healthy after 30s")
+            if self.leading():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"controller not leading after {timeout}s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
@@ -160,8 +176,15 @@ class ControllerProcess:
 
 @pytest.fixture(scope="session")
 def controller(
-    local_fleet: FleetState, tmp_path_factory: pytest.TempPathFactory
+    local_fleet: FleetState, management: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControllerProcess]:
+    try:
+        client.CoreV1Api(management).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=LEASE_NAMESPACE))
+        )
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
     process = ControllerProcess(
         local_fleet.management_kubeconfig, tmp_path_factory.mktemp("controller") / "controller.log"
     )

@@ -3,7 +3,16 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.plan import STRATEGIES, Live, ObjectKey, Record, Situation, fingerprint, live_object
+from fleet.plan import (
+    STRATEGIES,
+    Live,
+    ObjectKey,
+    Plan,
+    Record,
+    Situation,
+    fingerprint,
+    live_object,
+)
 
 FLEET = "fleet"
 
@@ -85,9 +94,14 @@ def test_drift_check_reapplies_only_missing_or_changed_objects_and_names_the_wri
 
 def test_without_a_drift_check_an_applied_revision_does_nothing():
     a = config_map("a")
-    assert STRATEGIES["Continuous"].plan(situation([a], [live(a)], applied="r2")) == STRATEGIES[
-        "OneTime"
-    ].plan(situation([a], [live(a)], applied="r1"))
+    assert STRATEGIES["Continuous"].plan(situation([a], [live(a)], applied="r2")) == Plan()
+
+
+def test_one_time_applies_once_and_then_takes_new_revisions_as_handled():
+    a = config_map("a")
+    assert STRATEGIES["OneTime"].plan(situation([a])).apply == (a,)
+    later = STRATEGIES["OneTime"].plan(situation([a], applied="r1", drift=True))
+    assert later == Plan(applies_revision=True)
 
 
 def test_dry_run_never_applies_or_prunes():

@@ -3,9 +3,9 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.api import CLUSTER_FINALIZER
+from fleet.api import CLUSTER_FINALIZER, CONFIRM_REMOVAL_ANNOTATION
 from fleet.api.models import Cluster
-from fleet.controller.profiles import CONFIRM_ANNOTATION, decide, removal_blocked, removal_token
+from fleet.controller.profiles import decide, removal_blocked, removal_token
 
 
 def cluster(
@@ -96,7 +96,7 @@ def test_removing_many_clusters_waits_for_the_confirmation_of_exactly_that_set()
     assert blocked.events and blocked.events[0][1] == "RemovalBlocked"
     token = removal_token(sorted(existing))
     confirmed = decide(
-        profile({"matchLabels": {"gpu": "yse"}}, {CONFIRM_ANNOTATION: token}),
+        profile({"matchLabels": {"gpu": "yse"}}, {CONFIRM_REMOVAL_ANNOTATION: token}),
         clusters,
         {"a": {}},
         {},
@@ -104,7 +104,7 @@ def test_removing_many_clusters_waits_for_the_confirmation_of_exactly_that_set()
     )
     assert sorted(confirmed.delete) == sorted(existing)
     stale = decide(
-        profile({"matchLabels": {"gpu": "yse"}}, {CONFIRM_ANNOTATION: "0" * 12}),
+        profile({"matchLabels": {"gpu": "yse"}}, {CONFIRM_REMOVAL_ANNOTATION: "0" * 12}),
         clusters,
         {"a": {}},
         {},
