@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.devenv import manifests
+from fleet.devenv.kubeapi import Credentials
 from fleet.devenv.pki import KeyPair, new_ca, new_signing_key
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -65,6 +66,22 @@ class PlaneFiles:
     @property
     def admin_kubeconfig_text(self) -> str:
         return self.kubeconfig("admin").read_text()
+
+    @property
+    def admin_credentials(self) -> Credentials:
+        return Credentials(
+            server=self.server,
+            ca_file=self.ca_cert,
+            cert_file=self.cert("admin"),
+            key_file=self.key("admin"),
+        )
+
+
+def recorded_plane(state_dir: Path, name: str, server: str) -> PlaneFiles:
+    """The files of a plane that `up` wrote, found again from the state file's server URL."""
+    return PlaneFiles(
+        name=name, root=state_dir / "planes" / name, port=int(server.rsplit(":", 1)[1])
+    )
 
 
 def write_plane_files(name: str, root: Path, port: int) -> PlaneFiles:

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class ProcessRecord:
     start_ticks: int
     command: tuple[str, ...]
     log: str
+    # What was added to the starting process's environment, so a restart gets the same.
+    env: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +46,7 @@ class ProcessRecord:
             start_ticks=data["start_ticks"],
             command=tuple(data["command"]),
             log=data["log"],
+            env=data.get("env", {}),
         )
 
 
@@ -62,8 +65,27 @@ def is_running(record: ProcessRecord) -> bool:
     ticks = start_ticks(record.pid)
     if ticks != record.start_ticks:
         return False
-    state = Path(f"/proc/{record.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    try:
+        state = Path(f"/proc/{record.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
     return state != "Z"
+
+
+def uptime(record: ProcessRecord) -> float:
+    """Seconds since the recorded process started (whether or not it still runs)."""
+    since_boot = float(Path("/proc/uptime").read_text().split()[0])
+    return max(since_boot - record.start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+
+
+def describe_exit(code: int) -> str:
+    """A Popen return code in words: negative codes are the signal that ended it."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 class PortAllocator:
@@ -89,12 +111,16 @@ class Process:
         self._popen = popen
         self.record = record
 
+    def returncode(self) -> int | None:
+        """None while running; also reaps the child once it has exited."""
+        return self._popen.poll()
+
     def exit_reason(self) -> str | None:
         """None while running; otherwise what it printed last, to put in an error."""
-        code = self._popen.poll()
+        code = self.returncode()
         if code is None:
             return None
-        return f"{self.record.name} exited with code {code}; {log_tail(Path(self.record.log))}"
+        return f"{self.record.name} {describe_exit(code)}; {log_tail(Path(self.record.log))}"
 
 
 def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -103,6 +129,18 @@ def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
     except FileNotFoundError:
         return f"no log at {log}"
     return f"last lines of {log}:\n" + "\n".join(text)
+
+
+def last_line(log: Path, limit: int = 300) -> str:
+    """The last non-empty line of a log (read from its end), shortened to `limit` characters."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(handle.seek(0, os.SEEK_END) - 8192, 0))
+            tail = handle.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""
 
 
 def start(name: str, command: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
@@ -122,7 +160,14 @@ def start(name: str, command: list[str], log: Path, env: dict[str, str] | None =
     ticks = start_ticks(popen.pid)
     if ticks is None:
         raise DevEnvError(f"{name} exited at once; {log_tail(log)}")
-    return Process(popen, ProcessRecord(name, popen.pid, ticks, tuple(command), str(log)))
+    return Process(
+        popen, ProcessRecord(name, popen.pid, ticks, tuple(command), str(log), env or {})
+    )
+
+
+def restart(record: ProcessRecord) -> Process:
+    """Start a recorded process again: same command line, environment and (appended) log."""
+    return start(record.name, list(record.command), Path(record.log), record.env)
 
 
 def stop(records: list[ProcessRecord], grace: float = STOP_GRACE_SECONDS) -> list[str]:

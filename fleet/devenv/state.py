@@ -1,12 +1,17 @@
 """The state file of a local fleet: what runs, where, and how to reach it.
 
 Written after every started process, so a crash part-way through `up` still
-leaves `down` (or the next `up`) enough to stop everything.
+leaves `down` (or the next `up`) enough to stop everything. Once the fleet is
+up, the supervisor and the `fleet dev` commands both change it, so each
+read-change-write happens under `updating()`'s lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,7 @@ from fleet.devenv.processes import ProcessRecord
 from fleet.errors import DevEnvError
 
 STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
 FORMAT = 1
 
 
@@ -50,6 +56,8 @@ class FleetState:
     ready: bool = False
     startup_seconds: float = 0.0
     controller_metrics: str = ""
+    # Workload clusters stopped with `fleet dev stop`: the supervisor leaves them alone.
+    stopped_clusters: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -97,4 +105,27 @@ def load_state(state_dir: Path) -> FleetState | None:
         ready=data["ready"],
         startup_seconds=data["startup_seconds"],
         controller_metrics=data.get("controller_metrics", ""),
+        stopped_clusters=data.get("stopped_clusters", []),
     )
+
+
+@contextmanager
+def locked(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory's lock: one reader-changer-writer of state.json at a time."""
+    with (state_dir / LOCK_FILE).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def updating(state_dir: Path) -> Iterator[FleetState]:
+    """The fleet's state, read under the lock and saved when the block ends without error."""
+    with locked(state_dir):
+        state = load_state(state_dir)
+        if state is None:
+            raise DevEnvError(f"no local fleet in {state_dir}: {STATE_FILE} is gone")
+        yield state
+        state.save()
