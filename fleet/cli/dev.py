@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-from kubernetes import config as k8s_config
 
+from fleet.api import CAPI_GROUP, GROUP, VERSION
 from fleet.cli.console import Terminal, columns
 from fleet.cli.status import status_table
-from fleet.controller.management import Management
-from fleet.devenv import localfleet
-from fleet.devenv.kubeapi import wait_for
-from fleet.devenv.state import FleetState
+from fleet.devenv import components, localfleet
+from fleet.devenv.components import ComponentStatus
+from fleet.devenv.controlplane import recorded_plane
+from fleet.devenv.kubeapi import KubeAPI, wait_for
+from fleet.devenv.restarts import load_restarts
+from fleet.devenv.roles import SUPERVISOR
+from fleet.devenv.state import FleetState, load_state
 from fleet.devenv.toolchain import TOOLS, Toolchain, cache_dir, ensure_toolchain
 from fleet.devenv.topology import plan_fleet
 from fleet.errors import DevEnvError, FleetError
@@ -227,7 +230,12 @@ def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
 @state_dir_option
 @click.pass_obj
 def stop(terminal: Terminal, cluster: str, state_dir: Path) -> None:
-    """Stop CLUSTER's API server, to see how the fleet copes with an outage."""
+    """Stop CLUSTER's API server, to see how the fleet copes with an outage.
+
+    CLUSTER counts as stopped on purpose: the supervisor restarts none of its
+    components (its controller manager and scheduler exit once they lose their
+    leases) until `fleet dev start CLUSTER`.
+    """
     try:
         stopped = localfleet.stop_apiserver(state_dir, cluster)
     except FleetError as error:
@@ -240,7 +248,11 @@ def stop(terminal: Terminal, cluster: str, state_dir: Path) -> None:
 @state_dir_option
 @click.pass_obj
 def start(terminal: Terminal, cluster: str, state_dir: Path) -> None:
-    """Start again whatever of CLUSTER has stopped (after `fleet dev stop`, or a crash)."""
+    """Start again whatever of CLUSTER has stopped, and let the supervisor look after it again.
+
+    The API server first (waiting until it is ready), then its controller
+    manager, scheduler and kwok if they stopped.
+    """
     try:
         started = localfleet.start_cluster(state_dir, cluster)
     except FleetError as error:
@@ -250,6 +262,104 @@ def start(terminal: Terminal, cluster: str, state_dir: Path) -> None:
         if started
         else f"{cluster}: everything was running"
     )
+
+
+# `fleet dev status` when a component that should run does not (as `fleet status`'s problems).
+NOT_RUNNING = 3
+
+
+@dev.command(name="status")
+@state_dir_option
+@output_option
+@click.pass_obj
+def status_command(terminal: Terminal, state_dir: Path, output: str) -> None:
+    """One line per process of the local fleet, as the supervisor keeps it.
+
+    \b
+    STATE is one of:
+      running             the recorded process runs
+      stopped on purpose  its cluster was stopped with `fleet dev stop`
+      restarting          it died; the supervisor starts it again after a
+                          backoff (1 s doubling to 60 s while it keeps dying)
+      dead                it died and no supervisor runs to restart it
+    RESTARTS counts the supervisor's restarts (and how long ago the last one
+    was); READY says whether an API server answers /readyz. The JSON output
+    adds why each component last exited.
+
+    \b
+    Exit code 0 when every component not stopped on purpose runs; 3 when one
+    does not, or when no local fleet runs from the state directory.
+    """
+    state = load_state(state_dir) if state_dir.exists() else None
+    if state is None or not state.ready:
+        terminal.abort(
+            f"no local fleet is running from {state_dir}; start one with `fleet dev up`",
+            code=NOT_RUNNING,
+        )
+    found = components.statuses(
+        state.processes,
+        components.observe(state),
+        load_restarts(state_dir),
+        state.stopped_clusters,
+    )
+    now = time.time()
+    if output != "table":
+        terminal.data(
+            {
+                "stateDir": state.state_dir,
+                "allRunning": all(c.fine for c in found),
+                "components": [c.to_json() for c in found],
+            },
+            output,
+        )
+    else:
+        terminal.print(columns(_status_table(found, now)))
+        notes = [_note(c, state_dir, now) for c in found if c.state != components.RUNNING]
+        if notes:
+            terminal.print("\n" + "\n".join(notes))
+    if not all(c.fine for c in found):
+        raise click.exceptions.Exit(NOT_RUNNING)
+
+
+def _age(seconds: float) -> str:
+    """A duration as kubectl prints ages: 45s, 3m12s, 2h5m, 3d4h."""
+    whole = int(seconds)
+    for unit, size, smaller, smaller_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}{(whole % size) // smaller_size}{smaller}"
+    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
+def _status_table(found: list[ComponentStatus], now: float) -> list[tuple[str, ...]]:
+    table: list[tuple[str, ...]] = [
+        ("NAME", "ROLE", "CLUSTER", "PID", "STATE", "RESTARTS", "UPTIME", "READY")
+    ]
+    for c in found:
+        restarts = str(c.restarts)
+        if c.last_restart is not None:
+            restarts += f" ({_age(now - c.last_restart)} ago)"
+        ready = "-" if c.ready is None else ("yes" if c.ready else "no")
+        uptime = "-" if c.uptime is None else _age(c.uptime)
+        table.append(
+            (c.name, c.role, c.cluster or "-", str(c.pid), c.state, restarts, uptime, ready)
+        )
+    return table
+
+
+def _note(c: ComponentStatus, state_dir: Path, now: float) -> str:
+    """Why a component is not running, and what brings it back."""
+    exited = f"; last exit: {c.last_exit}" if c.last_exit else ""
+    if c.state == components.STOPPED:
+        return f"{c.name}: stopped on purpose; `fleet dev start {c.cluster}` starts it again"
+    if c.state == components.RESTARTING:
+        due = max((c.next_restart or now) - now, 0)
+        return f"{c.name}: restarting in {due:.0f}s{exited}"
+    if c.role == SUPERVISOR:
+        return (
+            f"{c.name}: dead, so nothing that dies is restarted; "
+            f"`fleet dev down --state-dir {state_dir}` and `up` again"
+        )
+    return f"{c.name}: dead{exited}"
 
 
 CONVERGE_TIMEOUT = 180.0
@@ -275,14 +385,20 @@ def _kubectl_apply(toolchain: Toolchain, state: FleetState, path: Path) -> None:
 
 def _wait_converged(terminal: Terminal, state: FleetState) -> str:
     """Wait until every AddonProfile's clusters are all Ready; returns `fleet status`'s table."""
-    management = Management(
-        k8s_config.new_client_from_config(config_file=state.management_kubeconfig)
+    management = KubeAPI(
+        recorded_plane(
+            Path(state.state_dir), "management", state.management_server
+        ).admin_credentials
     )
     terminal.progress("waiting for the add-ons to be Ready")
     started = time.monotonic()
 
+    def items(group: str, version: str, plural: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = management.get(f"/apis/{group}/{version}/{plural}")["items"]
+        return found
+
     def converged() -> bool:
-        profiles = management.list("addonprofiles")
+        profiles = items(GROUP, VERSION, "addonprofiles")
         summaries = [(p.get("status") or {}).get("summary") or {} for p in profiles]
         return bool(profiles) and all(
             s.get("matched", 0) > 0 and s.get("ready") == s.get("matched") for s in summaries
@@ -290,7 +406,9 @@ def _wait_converged(terminal: Terminal, state: FleetState) -> str:
 
     wait_for(converged, what="the sample add-ons to be Ready", timeout=CONVERGE_TIMEOUT)
     terminal.progress(f"add-ons Ready in {time.monotonic() - started:.1f}s")
-    found = rows(management.clusters(None), management.list("addondeployments"))
+    found = rows(
+        items(CAPI_GROUP, "v1beta2", "clusters"), items(GROUP, VERSION, "addondeployments")
+    )
     return columns(status_table(found, namespaced=True))
 
 

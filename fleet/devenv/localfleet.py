@@ -4,7 +4,8 @@
 prefix), a management plane with the Cluster API CRDs, one workload plane per
 cluster with kwok GPU and CPU nodes, and one registry per datacenter; then it
 registers each workload cluster in the management plane as Cluster API would.
-Planes come up in parallel; `up` returns once everything answers.
+Planes come up in parallel; `up` returns once everything answers, leaving a
+supervisor behind that restarts whatever dies (fleet/devenv/supervisor.py).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from typing import Any
 import urllib3
 
 from fleet.api.crds import crds as fleet_crds
-from fleet.devenv import controlplane, manifests, processes
+from fleet.devenv import controlplane, manifests, processes, supervisor
 from fleet.devenv.controlplane import PlaneFiles
-from fleet.devenv.kubeapi import Credentials, KubeAPI, wait_for
+from fleet.devenv.kubeapi import KubeAPI, wait_for
 from fleet.devenv.pki import new_ca
 from fleet.devenv.registry import (
     REGISTRY_ENV,
@@ -35,7 +36,8 @@ from fleet.devenv.registry import (
     registry_command,
     write_registry_files,
 )
-from fleet.devenv.state import ClusterInfo, DatacenterInfo, FleetState, load_state
+from fleet.devenv.roles import SUPERVISOR, identify
+from fleet.devenv.state import ClusterInfo, DatacenterInfo, FleetState, load_state, updating
 from fleet.devenv.toolchain import KWOK_STAGES, Toolchain
 from fleet.devenv.topology import ClusterPlan
 from fleet.errors import DevEnvError
@@ -56,14 +58,7 @@ def default_state_dir() -> Path:
 
 
 def admin_api(files: PlaneFiles) -> KubeAPI:
-    return KubeAPI(
-        Credentials(
-            server=files.server,
-            ca_file=files.ca_cert,
-            cert_file=files.cert("admin"),
-            key_file=files.key("admin"),
-        )
-    )
+    return KubeAPI(files.admin_credentials)
 
 
 class _Startup:
@@ -389,8 +384,10 @@ def up(
 ) -> FleetState:
     """Start a local fleet in `state_dir` and return its state once everything is ready.
 
-    On any failure, or Ctrl-C, every process started so far is stopped and
-    the error names the component and the end of its log.
+    The supervisor starts last, once everything is ready, so a component that
+    dies during start-up fails `up` instead of being restarted. On any
+    failure, or Ctrl-C, every process started so far is stopped and the error
+    names the component and the end of its log.
     """
     _clear_leftovers(state_dir, report)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -402,20 +399,38 @@ def up(
     names = sorted({plan.datacenter for plan in plans})
     try:
         bringup.run(plans, names)
+        state.ready = True
+        state.startup_seconds = round(time.monotonic() - bringup.began, 1)
+        # Saved first: a supervisor that finds no ready fleet exits at once.
+        state.save()
+        bringup.startup.start(SUPERVISOR, supervisor.command(Path(state.state_dir)))
     except BaseException:
-        _stop_fleet(state.processes)
+        _halt(state_dir)
         raise
-    state.ready = True
-    state.startup_seconds = round(time.monotonic() - bringup.began, 1)
-    state.save()
     return state
 
 
-def _stop_fleet(records: list[processes.ProcessRecord]) -> list[str]:
-    """Stop everything but etcd first: API servers shutting down still write to it."""
-    storage = [record for record in records if record.name == "etcd"]
-    rest = [record for record in records if record.name != "etcd"]
-    return processes.stop(rest) + processes.stop(storage)
+@dataclass(frozen=True, slots=True)
+class _Halted:
+    stopped: int
+    killed: list[str]
+
+
+def _halt(state_dir: Path) -> _Halted | None:
+    """Stop every recorded process: the supervisor first, so that it restarts nothing, then
+    everything but etcd (API servers shutting down still write to it), then etcd."""
+    state = load_state(state_dir) if state_dir.exists() else None
+    if state is None:
+        return None
+    watching = [r for r in state.processes if r.name == SUPERVISOR and processes.is_running(r)]
+    killed = processes.stop(watching)
+    # Read again: the supervisor may have restarted something before it stopped.
+    state = load_state(state_dir) or state
+    running = [r for r in state.processes if r.name != SUPERVISOR and processes.is_running(r)]
+    storage = [record for record in running if record.name == "etcd"]
+    rest = [record for record in running if record.name != "etcd"]
+    killed += processes.stop(rest) + processes.stop(storage)
+    return _Halted(len(watching) + len(running), killed)
 
 
 def _clear_leftovers(state_dir: Path, report: Report) -> None:
@@ -429,7 +444,7 @@ def _clear_leftovers(state_dir: Path, report: Report) -> None:
             )
         if running:
             report(f"stopping {len(running)} processes left by an interrupted start-up")
-            _stop_fleet(running)
+            _halt(state_dir)
     if state_dir.exists():
         shutil.rmtree(state_dir)
 
@@ -443,17 +458,15 @@ class DownResult:
 
 def down(state_dir: Path, *, keep_files: bool = False) -> DownResult:
     """Stop every process of the fleet in `state_dir` and, unless asked to keep them, its files."""
-    state = load_state(state_dir) if state_dir.exists() else None
-    if state is None:
+    halted = _halt(state_dir)
+    if halted is None:
         return DownResult(stopped=0, killed=(), removed=False)
-    running = [record for record in state.processes if processes.is_running(record)]
-    killed = _stop_fleet(running)
     if not keep_files:
         shutil.rmtree(state_dir)
     else:
-        state.ready = False
-        state.save()
-    return DownResult(stopped=len(running), killed=tuple(killed), removed=not keep_files)
+        with updating(state_dir) as state:
+            state.ready = False
+    return DownResult(stopped=halted.stopped, killed=tuple(halted.killed), removed=not keep_files)
 
 
 def require_state(state_dir: Path) -> FleetState:
@@ -472,9 +485,16 @@ def _apiserver_record(state: FleetState, cluster: str) -> processes.ProcessRecor
 
 
 def stop_apiserver(state_dir: Path, cluster: str) -> bool:
-    """Stop one workload cluster's API server, as an outage would. False if it was stopped."""
-    state = require_state(state_dir)
-    record = _apiserver_record(state, cluster)
+    """Stop one workload cluster's API server, as an outage would. False if it was stopped.
+
+    The cluster is marked stopped on purpose first, so that the supervisor
+    restarts none of its components until `start_cluster`.
+    """
+    require_state(state_dir)
+    with updating(state_dir) as state:
+        record = _apiserver_record(state, cluster)
+        if cluster not in state.stopped_clusters:
+            state.stopped_clusters.append(cluster)
     if not processes.is_running(record):
         return False
     processes.stop([record])
@@ -487,34 +507,41 @@ def start_cluster(state_dir: Path, cluster: str) -> list[str]:
     The API server comes first, and `start` waits until it is ready. Its
     controller manager and scheduler exit when they cannot renew their leader
     lease during an outage (as real ones do, for the kubelet to restart them),
-    so they are started again here too.
+    so they are started again here too. The cluster stays marked stopped on
+    purpose until then, so the supervisor does not start the same ones.
     """
-    state = require_state(state_dir)
-    state.cluster(cluster)
-    stopped = [
-        r
-        for r in state.processes
-        if r.name.startswith(f"{cluster}-") and not processes.is_running(r)
-    ]
-    stopped.sort(key=lambda r: not r.name.endswith("-apiserver"))
-    for record in stopped:
-        env = None if record.name.endswith("-kwok") else controlplane.KUBE_ENV
-        process = processes.start(record.name, list(record.command), Path(record.log), env)
-        state.processes = [process.record if r.name == record.name else r for r in state.processes]
-        state.save()
-        if record.name.endswith("-apiserver"):
-            files = controlplane.PlaneFiles(
-                name=cluster,
-                root=Path(state.state_dir) / "planes" / cluster,
-                port=int(state.cluster(cluster).server.rsplit(":", 1)[1]),
-            )
-            wait_for(
-                admin_api(files).healthy,
-                what=f"the {cluster} API server to be ready",
-                timeout=API_READY_TIMEOUT,
-                failed=process.exit_reason,
-            )
-    return [record.name for record in stopped]
+    require_state(state_dir).cluster(cluster)
+    started = []
+    with updating(state_dir) as state:
+        record = _apiserver_record(state, cluster)
+        apiserver = None
+        if not processes.is_running(record):
+            apiserver = _start_again(state, record)
+            started.append(record.name)
+    if apiserver is not None:
+        files = controlplane.recorded_plane(
+            Path(state.state_dir), cluster, state.cluster(cluster).server
+        )
+        wait_for(
+            admin_api(files).healthy,
+            what=f"the {cluster} API server to be ready",
+            timeout=API_READY_TIMEOUT,
+            failed=apiserver.exit_reason,
+        )
+    with updating(state_dir) as state:
+        for record in list(state.processes):
+            if identify(record.name).cluster == cluster and not processes.is_running(record):
+                _start_again(state, record)
+                started.append(record.name)
+        if cluster in state.stopped_clusters:
+            state.stopped_clusters.remove(cluster)
+    return started
+
+
+def _start_again(state: FleetState, record: processes.ProcessRecord) -> processes.Process:
+    process = processes.restart(record)
+    state.processes = [process.record if r.name == record.name else r for r in state.processes]
+    return process
 
 
 CONTROLLER_READY_TIMEOUT = 60.0
@@ -544,9 +571,9 @@ def start_controller(state_dir: Path) -> str:
     process = processes.start(
         "controller", command, Path(state.state_dir) / "logs" / "controller.log"
     )
-    state.processes.append(process.record)
-    state.controller_metrics = f"http://{metrics}/metrics"
-    state.save()
+    with updating(state_dir) as state:
+        state.processes.append(process.record)
+        state.controller_metrics = f"http://{metrics}/metrics"
     http = urllib3.PoolManager(retries=False, timeout=2.0)
 
     def healthy() -> bool:
