@@ -2,13 +2,15 @@
 
 It serves collections with `limit`/`continue` pagination and single objects,
 answers 404 for anything else, checks the client certificate (or a bearer
-token), records every request, and stamps a fixed Date header so that ages
-measured on the server's clock are exact.
+token), records every request, gzips large bodies when asked (the API server
+does over 128 KiB; here over GZIP_OVER, so that tests see both), and stamps a
+fixed Date header so that ages measured on the server's clock are exact.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import ssl
 import threading
@@ -22,6 +24,7 @@ import yaml
 from fleet.devenv.pki import CertificateAuthority, KeyPair, new_ca
 
 DATE = "Mon, 23 Nov 2026 12:00:00 GMT"
+GZIP_OVER = 16 * 1024
 
 
 @dataclass
@@ -35,6 +38,7 @@ class FakeApi:
     # path -> (status, message): an error answered instead
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    gzipped: list[str] = field(default_factory=list)
 
     @property
     def server(self) -> str:
@@ -111,6 +115,10 @@ def serve(api: FakeApi, directory: Path) -> ThreadingHTTPServer:
             code, body = api.answer(self.path, self.headers.get("Authorization"))
             data = json.dumps(body).encode()
             self.send_response(code)
+            if len(data) > GZIP_OVER and "gzip" in self.headers.get("Accept-Encoding", ""):
+                data = gzip.compress(data)
+                self.send_header("Content-Encoding", "gzip")
+                api.gzipped.append(self.path)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
