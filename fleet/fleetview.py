@@ -8,7 +8,8 @@ Lease and hands them here; the same rows and notes serve the table and
 from __future__ import annotations
 
 import datetime
-from dataclasses import asdict, dataclass
+import functools
+from dataclasses import dataclass, fields
 from typing import Any
 
 from fleet.api import LABEL_DATACENTER
@@ -42,11 +43,17 @@ class ClusterRow:
 
     def to_json(self) -> JSON:
         """camelCase keys, as every Kubernetes-facing JSON output."""
-        data = asdict(self)
+        data = _to_json(self)
         data["problems"] = list(self.problems)
-        return {_camel(key): value for key, value in data.items()}
+        return data
 
 
+def _to_json(row: ClusterRow | Heartbeat) -> JSON:
+    """Fields under camelCase keys, without the deep copies that make `asdict` 4x slower."""
+    return {_camel(field.name): getattr(row, field.name) for field in fields(row)}
+
+
+@functools.cache
 def _camel(name: str) -> str:
     first, *rest = name.split("_")
     return first + "".join(part.capitalize() for part in rest)
@@ -124,7 +131,7 @@ class Heartbeat:
     note: str | None = None
 
     def to_json(self) -> JSON:
-        return {_camel(key): value for key, value in asdict(self).items()}
+        return _to_json(self)
 
 
 def heartbeat(lease: JSON | None, moment: datetime.datetime, where: str) -> Heartbeat:
