@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 import tenacity
+from click.testing import CliRunner
 
+from fleet.cli.main import cli
 from fleet.devenv import supervision
 from fleet.devenv.processes import is_running, start, stop
 from fleet.devenv.restarts import load_restarts
 from fleet.devenv.state import FleetState, load_state
 from fleet.devenv.supervisor import Supervisor
+
+STATUS_HEADER = ["NAME", "ROLE", "CLUSTER", "PID", "STATE", "RESTARTS", "UPTIME", "READY"]
 
 
 @pytest.fixture
@@ -109,3 +113,22 @@ def test_the_supervisor_process_stops_on_sigterm_and_when_its_fleet_is_gone(flee
     (root / "state.json").unlink()
     assert orphan.wait(10) == 0
     assert "no ready fleet" in log.read_text()
+
+
+def test_status_exits_3_naming_what_is_dead_and_that_nothing_restarts_it(fleet):
+    root = Path(fleet.state_dir)
+    kill(fleet.processes[0].pid)
+    wait_dead(fleet)
+    result = CliRunner().invoke(cli, ["dev", "status", "--state-dir", str(root)])
+    assert result.exit_code == 3
+    header, row, _, note = result.stdout.splitlines()
+    assert header.split() == STATUS_HEADER
+    pid = str(fleet.processes[0].pid)
+    assert row.split() == ["gpu-01-kwok", "kwok", "gpu-01", pid, "dead", "0", "-", "-"]
+    assert note == "gpu-01-kwok: dead"
+
+    missing = CliRunner().invoke(cli, ["dev", "status", "--state-dir", str(root / "none")])
+    assert missing.exit_code == 3
+    assert missing.stderr == (
+        f"error: no local fleet is running from {root / 'none'}; start one with `fleet dev up`\n"
+    )
