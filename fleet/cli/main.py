@@ -45,6 +45,11 @@ COMMANDS = {
         "status",
         "One line per cluster: datacenter, phase, version, GPUs, add-ons ready, problems.",
     ),
+    "confirm-removal": LazyCommand(
+        "fleet.cli.confirm",
+        "confirm_removal",
+        "Confirm the removal of add-ons that PROFILE holds back for a human.",
+    ),
     "install": LazyCommand(
         "fleet.cli.install",
         "install",

@@ -164,7 +164,7 @@ def reconcile(engine: Engine, inputs: Inputs, memo: DeploymentMemo) -> Outcome:
         entries = [_entry(p, n, stop.phase, stop.message, when) for n, p in previous.items()] or [
             {"name": "*", "phase": stop.phase, "message": stop.message, "lastTransitionTime": when}
         ]
-        extra = {}
+        extra: JSON = {"message": stop.message}
         if stop.phase in (FAILED, UNREACHABLE):
             memo.failures += 1
             extra["consecutiveFailures"] = memo.failures

@@ -16,7 +16,12 @@ CONTROLLER_SA = "system:serviceaccount:fleet-system:fleet-controller"
 
 
 def can(
-    management: client.ApiClient, verb: str, group: str, resource: str, subresource: str = ""
+    management: client.ApiClient,
+    verb: str,
+    group: str,
+    resource: str,
+    subresource: str = "",
+    namespace: str = "fleet-clusters",
 ) -> bool:
     review = client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(
@@ -31,7 +36,7 @@ def can(
                 group=group,
                 resource=resource,
                 subresource=subresource,
-                namespace="fleet-clusters",
+                namespace=namespace,
             ),
         )
     )
@@ -48,7 +53,7 @@ def test_install_applies_idempotently_with_least_privilege(local_fleet, manageme
             "example.com/fleet:test",
         )
         assert result.returncode == 0, result.stderr
-        assert result.stdout == "fleet installed in namespace fleet-system (10 objects)\n"
+        assert result.stdout == "fleet installed in namespace fleet-system (12 objects)\n"
     deployment = client.AppsV1Api(management).read_namespaced_deployment(
         "fleet-controller", "fleet-system"
     )
@@ -74,6 +79,10 @@ def test_install_applies_idempotently_with_least_privilege(local_fleet, manageme
         assert can(management, verb, group, resource, sub), (verb, resource, sub)
     for verb, group, resource, sub in denied:
         assert not can(management, verb, group, resource, sub), (verb, resource, sub)
+    # The leader-election Lease: in the controller's own namespace only.
+    assert can(management, "update", "coordination.k8s.io", "leases", "", "fleet-system")
+    assert not can(management, "update", "coordination.k8s.io", "leases", "", "kube-system")
+    assert deployment.spec.replicas == 2
 
 
 def test_printed_manifests_are_what_install_applies():
@@ -85,6 +94,8 @@ def test_printed_manifests_are_what_install_applies():
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Service",
         "Deployment",
     }

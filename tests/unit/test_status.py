@@ -1,4 +1,3 @@
-
 from fleet.fleetview import rows
 from fleet.status import backoff_seconds, health_poll_seconds, summary_message, worst
 
