@@ -149,6 +149,7 @@ def reconcile(engine: Engine, inputs: Inputs, memo: DeploymentMemo) -> Outcome:
     status = body.get("status") or {}
     when = stamp(now())
     outcome = Outcome(None)
+    extra: JSON
     try:
         addons, extra = _reconcile(engine, inputs, memo, when, outcome)
     except _Stop as stop:
@@ -164,7 +165,7 @@ def reconcile(engine: Engine, inputs: Inputs, memo: DeploymentMemo) -> Outcome:
         entries = [_entry(p, n, stop.phase, stop.message, when) for n, p in previous.items()] or [
             {"name": "*", "phase": stop.phase, "message": stop.message, "lastTransitionTime": when}
         ]
-        extra: JSON = {"message": stop.message}
+        extra = {"message": stop.message}
         if stop.phase in (FAILED, UNREACHABLE):
             memo.failures += 1
             extra["consecutiveFailures"] = memo.failures
