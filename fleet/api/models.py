@@ -262,3 +262,48 @@ def parse_datacenter(body: JSON) -> Datacenter:
         registry=dict(spec.get("registry") or {}),
         prometheus=dict(spec.get("prometheus") or {}),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    """An AddonDeployment's spec: the one place its defaults come from (the profile's)."""
+
+    cluster: str
+    profile: str
+    revision: str
+    sync_mode: str = SYNC_MODES[0]
+    cleanup_policy: str = CLEANUP_POLICIES[0]
+    drift_seconds: int = DEFAULT_DRIFT_SECONDS
+
+    @classmethod
+    def for_cluster(cls, profile: Profile, cluster: str, revision: str) -> DeploymentSpec:
+        return cls(
+            cluster,
+            profile.name,
+            revision,
+            profile.sync_mode,
+            profile.cleanup_policy,
+            profile.drift_seconds,
+        )
+
+    def to_json(self) -> JSON:
+        return {
+            "cluster": self.cluster,
+            "profile": self.profile,
+            "revision": self.revision,
+            "syncMode": self.sync_mode,
+            "cleanupPolicy": self.cleanup_policy,
+            "driftIntervalSeconds": self.drift_seconds,
+        }
+
+
+def parse_deployment_spec(body: JSON) -> DeploymentSpec:
+    spec = _require(body, "spec", body.get("spec"), dict)
+    return DeploymentSpec(
+        cluster=_require(body, "spec.cluster", spec.get("cluster"), str),
+        profile=_require(body, "spec.profile", spec.get("profile"), str),
+        revision=_require(body, "spec.revision", spec.get("revision"), str),
+        sync_mode=spec.get("syncMode", SYNC_MODES[0]),
+        cleanup_policy=spec.get("cleanupPolicy", CLEANUP_POLICIES[0]),
+        drift_seconds=int(spec.get("driftIntervalSeconds", DEFAULT_DRIFT_SECONDS)),
+    )

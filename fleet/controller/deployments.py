@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.api.models import Addon, Cluster, Datacenter, Profile
+from fleet.api.models import Addon, Cluster, Datacenter, Profile, parse_deployment_spec
 from fleet.apply import AddonOnCluster, ApplyFailed, applyset_id
 from fleet.connections.cache import ClusterCache, Kubeconfig
 from fleet.connections.client import ClusterClient, ClusterNotConnected, KindNotServed
@@ -208,7 +208,8 @@ def _reconcile(
     engine: Engine, inputs: Inputs, memo: DeploymentMemo, when: str, outcome: Outcome
 ) -> tuple[list[JSON], JSON]:
     body = inputs.body
-    meta, spec = body["metadata"], body["spec"]
+    meta = body["metadata"]
+    deployment = parse_deployment_spec(body)
     cluster = _gates(inputs)
     profile = inputs.profile
     if profile is None:  # _gates stops on a problem, which a missing profile is
@@ -240,16 +241,16 @@ def _reconcile(
                 None,
             )
     except ClusterNotConnected as error:
-        engine.metrics.reachable(meta["namespace"], spec["cluster"], False)
+        engine.metrics.reachable(meta["namespace"], deployment.cluster, False)
         raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
     except TemporaryError as error:
         raise _Stop(FAILED, str(error), _retry(memo, error)) from error
     except PermanentError as error:
         raise _Stop(FAILED, str(error), None) from error
-    engine.metrics.reachable(meta["namespace"], spec["cluster"], True)
+    engine.metrics.reachable(meta["namespace"], deployment.cluster, True)
 
     drift_check = time.monotonic() - memo.last_drift_check >= drift_interval(
-        meta["name"], int(spec.get("driftIntervalSeconds", 180))
+        meta["name"], deployment.drift_seconds
     )
     previous = _previous(body.get("status") or {})
     results: dict[str, JSON] = {}
@@ -287,7 +288,7 @@ def _reconcile(
                 rendered[entry.name],
                 previous.get(entry.name, {}),
                 profile,
-                spec["revision"],
+                deployment.revision,
                 when,
                 drift_check,
                 memo,
@@ -314,7 +315,7 @@ def _reconcile(
         delays.append(health_poll_seconds(memo.health_polls))
     else:
         memo.health_polls = 0
-    delays.append(drift_interval(meta["name"], int(spec.get("driftIntervalSeconds", 180))))
+    delays.append(drift_interval(meta["name"], deployment.drift_seconds))
     outcome.requeue = min(delays)
     return [results[e.name] for e in profile.addons if e.name in results], {"cluster": seen}
 
@@ -462,7 +463,7 @@ def cleanup(engine: Engine, inputs: Inputs, grace_seconds: float) -> str:
     """
     body = inputs.body
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
-    if spec.get("cleanupPolicy") == "Orphan":
+    if parse_deployment_spec(body).cleanup_policy == "Orphan":
         return "objects orphaned by policy"
     sets = [a["applyset"] for a in reversed(status.get("addons") or []) if a.get("applyset")]
     if not sets:

@@ -23,7 +23,7 @@ from fleet.api import (
     LABEL_CLUSTER,
     LABEL_PROFILE,
 )
-from fleet.api.models import Cluster, InvalidSpec, parse_profile
+from fleet.api.models import Cluster, DeploymentSpec, InvalidSpec, Profile, parse_profile
 from fleet.hashing import digest
 from fleet.select import InvalidSelector, matches
 from fleet.status import FAILED, READY, UNREACHABLE, now, stamp
@@ -57,8 +57,8 @@ def revision(
     )
 
 
-def desired_deployment(profile_body: JSON, cluster: Cluster, rev: str) -> JSON:
-    meta, spec = profile_body["metadata"], profile_body["spec"]
+def desired_deployment(profile_body: JSON, profile: Profile, cluster: Cluster, rev: str) -> JSON:
+    meta = profile_body["metadata"]
     return {
         "apiVersion": API_VERSION,
         "kind": "AddonDeployment",
@@ -79,14 +79,7 @@ def desired_deployment(profile_body: JSON, cluster: Cluster, rev: str) -> JSON:
                 }
             ],
         },
-        "spec": {
-            "cluster": cluster.name,
-            "profile": meta["name"],
-            "revision": rev,
-            "syncMode": spec.get("syncMode", "Continuous"),
-            "cleanupPolicy": spec.get("cleanupPolicy", "Delete"),
-            "driftIntervalSeconds": int((spec.get("drift") or {}).get("intervalSeconds", 180)),
-        },
+        "spec": DeploymentSpec.for_cluster(profile, cluster.name, rev).to_json(),
     }
 
 
@@ -153,7 +146,7 @@ def decide(
         for cluster in matched:
             rev = revision(body["spec"], addon_specs, cluster, datacenters.get(cluster.datacenter))
             wanted[deployment_name(meta["name"], cluster.name)] = desired_deployment(
-                body, cluster, rev
+                body, profile, cluster, rev
             )
     for name, present in existing.items():
         owner = by_name.get(present["spec"]["cluster"])
