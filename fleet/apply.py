@@ -128,9 +128,11 @@ class AddonOnCluster:
     ) -> dict[ObjectKey, tuple[str, ...]]:
         """Desired objects that exist without this add-on's label, with their field managers."""
         found = {}
+        # Nothing can exist in a namespace that does not: its objects need no look.
+        absent: set[str] = set()
         for body in desired:
             key = ObjectKey.of(body)
-            if key in owned:
+            if key in owned or key.namespace in absent:
                 continue
             try:
                 resource = self._resource(body["apiVersion"], body["kind"])
@@ -139,6 +141,8 @@ class AddonOnCluster:
             existing = self.client.get(resource, key.namespace, key.name)
             if existing is not None:
                 found[key] = live_object(existing).managers
+            elif key.kind == "Namespace" and key.group == "":
+                absent.add(key.name)
         return found
 
     def apply(self, bodies: Iterable[JSON], *, force: bool = True) -> list[Live]:

@@ -36,23 +36,21 @@ def deployment_name(profile: str, cluster: str) -> str:
     return f"{profile}.{cluster}"
 
 
-def revision(
-    profile_spec: JSON,
-    addon_specs: dict[str, JSON | None],
-    cluster: Cluster,
-    datacenter_spec: JSON | None,
-) -> str:
-    """Hash of every input that decides what a cluster gets (pure)."""
+def revision(shared: str, cluster: Cluster, datacenter: str) -> str:
+    """Hash of every input that decides what a cluster gets (pure).
+
+    `shared` is the digest of the profile and its add-ons, `datacenter` of the
+    cluster's Datacenter: each hashed once per sync, not once per cluster.
+    """
     return digest(
         {
-            "profile": profile_spec,
-            "addons": addon_specs,
+            "shared": shared,
             "cluster": {
                 "labels": cluster.labels,
                 "annotations": cluster.annotations,
                 "topology": cluster.topology,
             },
-            "datacenter": datacenter_spec,
+            "datacenter": datacenter,
         }
     )
 
@@ -142,9 +140,11 @@ def decide(
         return decision
     by_name = {c.name: c for c in clusters}
     wanted: dict[str, JSON] = {}
+    shared = digest({"profile": body["spec"], "addons": addon_specs})
+    datacenter_digests = {name: digest(spec) for name, spec in datacenters.items()}
     if not profile.paused:
         for cluster in matched:
-            rev = revision(body["spec"], addon_specs, cluster, datacenters.get(cluster.datacenter))
+            rev = revision(shared, cluster, datacenter_digests.get(cluster.datacenter, ""))
             wanted[deployment_name(meta["name"], cluster.name)] = desired_deployment(
                 body, profile, cluster, rev
             )
@@ -205,7 +205,7 @@ def decide(
     )
     decision.status = {
         "observedGeneration": meta.get("generation"),
-        "revision": digest({"profile": body["spec"], "addons": addon_specs}),
+        "revision": shared,
         "matchedClusters": [c.name for c in matched],
         "summary": summary,
         "conditions": conditions,
