@@ -79,9 +79,13 @@ class _Connection(http.client.HTTPSConnection):
 
 
 class Reader:
-    def __init__(self, endpoint: Endpoint, context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, chunk_size: int = PAGE, context: ssl.SSLContext | None = None
+    ) -> None:
         url = urllib.parse.urlsplit(endpoint.server)
         self.server = endpoint.server
+        # Items per LIST request; 0 asks for everything at once (kubectl's --chunk-size).
+        self.chunk_size = chunk_size
         self._endpoint = endpoint
         self._tls = context or tls_context(endpoint)
         self._prefix = url.path.rstrip("/")
@@ -100,7 +104,7 @@ class Reader:
 
     def twin(self) -> Reader:
         """Another reader of the same server with the same credentials, on its own connection."""
-        return Reader(self._endpoint, self._tls)
+        return Reader(self._endpoint, chunk_size=self.chunk_size, context=self._tls)
 
     def close(self) -> None:
         self._connection.close()
@@ -113,12 +117,15 @@ class Reader:
         return Reply(self._json(path, status, data), date)
 
     def list(self, path: str) -> list[JSON] | None:
-        """Every item of the collection at `path`, PAGE at a time; None when it is not served."""
+        """Every item of the collection at `path`, chunk_size at a time; None when not served."""
         items: list[JSON] = []
         token = ""
         while True:
-            query = urllib.parse.urlencode({"limit": PAGE} | ({"continue": token} if token else {}))
-            status, data, _ = self._request(f"{path}?{query}")
+            query: dict[str, str | int] = {"limit": self.chunk_size} if self.chunk_size else {}
+            if token:
+                query["continue"] = token
+            encoded = urllib.parse.urlencode(query)
+            status, data, _ = self._request(f"{path}?{encoded}" if encoded else path)
             if status == 404:
                 return None
             page = self._json(path, status, data)

@@ -221,6 +221,15 @@ def test_pages_of_500_and_v1beta1_when_v1beta2_is_not_served(api, tmp_path):
     assert len(api.gzipped) == 6  # every page; not the small Status and Lease
 
 
+def test_chunk_size_0_reads_each_list_in_one_request(api, tmp_path):
+    api.collections[CLUSTERS] = [cluster(f"gpu-{i:04}") for i in range(1201)]
+    api.collections[DEPLOYMENTS] = []
+    api.objects[LEASE] = lease()
+    result = status(api, tmp_path, "-o", "json", env={"FLEET_STATUS_CHUNK_SIZE": "0"})
+    assert len(json.loads(result.stdout)["clusters"]) == 1201
+    assert sorted(api.requests) == [CLUSTERS, LEASE, DEPLOYMENTS]
+
+
 def test_without_fleet_installed_it_says_so(api, tmp_path):
     api.collections[CLUSTERS] = []
     result = status(api, tmp_path)
