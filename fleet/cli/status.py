@@ -7,6 +7,9 @@ so that it starts in a fraction of a second.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -40,6 +43,23 @@ def status_table(found: list[ClusterRow], namespaced: bool) -> list[tuple[str, .
             )
         )
     return table
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector while the lists are decoded and joined.
+
+    A thousand Clusters decode into millions of small objects with no cycles
+    among them; the collector would walk them over and over as they pile up,
+    doubling the CPU time of the whole read. Reference counting still frees them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def controller_heartbeat(snapshot: Snapshot, controller_namespace: str) -> Heartbeat:
@@ -94,15 +114,16 @@ def status(
     Exit code 0 when every cluster is free of problems, 3 when some have problems
     (or when there are add-ons and the controller has stopped reporting).
     """
-    try:
-        reader = Reader(load_endpoint(kubeconfig), chunk_size=chunk_size)
+    with cyclic_gc_paused():
         try:
-            snapshot = read_fleet(reader, namespace, controller_namespace)
-        finally:
-            reader.close()
-    except (FleetError, OSError) as error:
-        terminal.abort(f"cannot read the management cluster: {error}")
-    found = rows(snapshot.clusters, snapshot.deployments)
+            reader = Reader(load_endpoint(kubeconfig), chunk_size=chunk_size)
+            try:
+                snapshot = read_fleet(reader, namespace, controller_namespace)
+            finally:
+                reader.close()
+        except (FleetError, OSError) as error:
+            terminal.abort(f"cannot read the management cluster: {error}")
+        found = rows(snapshot.clusters, snapshot.deployments)
     beat = controller_heartbeat(snapshot, controller_namespace)
     if beat.note:
         terminal.warn(beat.note)

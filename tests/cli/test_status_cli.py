@@ -1,5 +1,6 @@
 """Exact output, exit codes and requests of `fleet status` against a fake API server over TLS."""
 
+import gc
 import json
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from fleet.cli.main import cli
+from fleet.cli.status import cyclic_gc_paused
 
 from .fakeapi import FakeApi, new_api, serve
 
@@ -305,3 +307,9 @@ def test_kubeconfigs_that_turn_tls_off_are_refused(api, tmp_path, cluster_fields
     )
     assert result.exit_code == 1
     assert api.requests == []
+
+
+def test_the_cyclic_collector_is_held_only_while_reading():
+    with cyclic_gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
