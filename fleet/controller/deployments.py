@@ -26,7 +26,13 @@ from fleet.health import Health, health, summarize
 from fleet.metrics import Metrics
 from fleet.order import dependency_order
 from fleet.plan import STRATEGIES, Live, ObjectKey, Record, Situation
-from fleet.render import ChartTemplater, RenderContext, gpu_inventory, kubelet_version, render_addon
+from fleet.render.templates import (
+    ChartTemplater,
+    RenderContext,
+    gpu_inventory,
+    kubelet_version,
+    render_addon,
+)
 from fleet.status import (
     APPLYING,
     DEGRADED,

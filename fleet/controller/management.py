@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from fleet.api import CAPI_GROUP, GROUP, VERSION
-from fleet.helm import RegistryAccess
+from fleet.render.helm import RegistryAccess
 
 JSON = dict[str, Any]
 TIMEOUT = (5.0, 30.0)

@@ -35,9 +35,9 @@ from fleet.controller.deployments import DeploymentMemo, Engine, Inputs
 from fleet.controller.management import Management
 from fleet.controller.queue import WorkQueue
 from fleet.errors import FleetError, TemporaryError
-from fleet.helm import HelmRenderer
 from fleet.metrics import Metrics
-from fleet.render import ChartTemplater
+from fleet.render.helm import HelmRenderer
+from fleet.render.templates import ChartTemplater
 from fleet.status import DELETING, FAILED, backoff_seconds
 
 JSON = dict[str, Any]

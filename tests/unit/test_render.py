@@ -1,7 +1,13 @@
 import pytest
 
 from fleet.api.models import parse_addon, parse_cluster, parse_datacenter
-from fleet.render import RenderContext, RenderError, gpu_inventory, render_addon, render_manifests
+from fleet.render.templates import (
+    RenderContext,
+    RenderError,
+    gpu_inventory,
+    render_addon,
+    render_manifests,
+)
 
 CLUSTER = parse_cluster(
     {
