@@ -104,6 +104,15 @@ def test_one_line_per_cluster_from_three_requests(api, tmp_path):
     assert sorted(api.requests) == [f"{CLUSTERS}?limit=500", LEASE, f"{DEPLOYMENTS}?limit=500"]
 
 
+def test_control_characters_from_the_cluster_do_not_reach_the_terminal(api, tmp_path):
+    api.collections[CLUSTERS] = [cluster("gpu-01")]
+    failed = {"phase": "Failed", "message": "\x1b[2Jgone\rback\x07", "addons": []}
+    api.collections[DEPLOYMENTS] = [deployment("gpu-01", failed)]
+    api.objects[LEASE] = lease()
+    result = status(api, tmp_path)
+    assert result.stdout.splitlines()[1].endswith("0/0     base: Failed: [2Jgoneback")
+
+
 def test_a_healthy_fleet_exits_0_and_reports_the_controller_in_json(api, tmp_path):
     api.collections[CLUSTERS] = [cluster("gpu-01")]
     api.collections[DEPLOYMENTS] = [deployment("gpu-01", ready(addons=1))]
