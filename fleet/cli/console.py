@@ -6,15 +6,18 @@ written (CI logs want them) but without colour or spinners.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import yaml
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Control characters but newline and tab: text from the cluster (a status
 # message, say) must not move the cursor or start an escape sequence.
@@ -23,9 +26,15 @@ UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 class Terminal:
     def __init__(self, *, quiet: bool = False, verbose: bool = False) -> None:
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self.verbose = verbose
+
+    @functools.cached_property
+    def err(self) -> Console:
+        """stderr, through rich; imported on first use, which a quiet `fleet status` never makes."""
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     def progress(self, message: str) -> None:
         if not self.quiet:
