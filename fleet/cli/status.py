@@ -47,11 +47,13 @@ def status_table(found: list[ClusterRow], namespaced: bool) -> list[tuple[str, .
 
 @contextlib.contextmanager
 def cyclic_gc_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector while the lists are decoded and joined.
+    """Hold the cyclic garbage collector while the lists are read, joined and printed.
 
     A thousand Clusters decode into millions of small objects with no cycles
     among them; the collector would walk them over and over as they pile up,
-    doubling the CPU time of the whole read. Reference counting still frees them.
+    doubling the CPU time of the whole read. Reference counting frees them
+    when `report` returns, before the collector resumes and could walk them
+    once more.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -115,15 +117,29 @@ def status(
     (or when there are add-ons and the controller has stopped reporting).
     """
     with cyclic_gc_paused():
+        code = report(terminal, kubeconfig, namespace, controller_namespace, chunk_size, output)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def report(
+    terminal: Terminal,
+    kubeconfig: Path | None,
+    namespace: str | None,
+    controller_namespace: str,
+    chunk_size: int,
+    output: str,
+) -> int:
+    """Read, print, and return the exit code."""
+    try:
+        reader = Reader(load_endpoint(kubeconfig), chunk_size=chunk_size)
         try:
-            reader = Reader(load_endpoint(kubeconfig), chunk_size=chunk_size)
-            try:
-                snapshot = read_fleet(reader, namespace, controller_namespace)
-            finally:
-                reader.close()
-        except (FleetError, OSError) as error:
-            terminal.abort(f"cannot read the management cluster: {error}")
-        found = rows(snapshot.clusters, snapshot.deployments)
+            snapshot = read_fleet(reader, namespace, controller_namespace)
+        finally:
+            reader.close()
+    except (FleetError, OSError) as error:
+        terminal.abort(f"cannot read the management cluster: {error}")
+    found = rows(snapshot.clusters, snapshot.deployments)
     beat = controller_heartbeat(snapshot, controller_namespace)
     if beat.note:
         terminal.warn(beat.note)
@@ -133,6 +149,4 @@ def status(
         )
     else:
         terminal.print(columns(status_table(found, namespaced=namespace is None)))
-    code = exit_code(found, beat, len(snapshot.deployments))
-    if code:
-        raise click.exceptions.Exit(code)
+    return exit_code(found, beat, len(snapshot.deployments))
