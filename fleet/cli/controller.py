@@ -140,10 +140,13 @@ def controller(
         f"fleet controller {me}: leading; metrics on http://{metrics_address}/metrics, "
         f"health on http://{health_address}/healthz"
     )
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        memo=kopf.Memo(runtime=runtime),
-        liveness_endpoint=f"http://{health_address}/healthz",
-    )
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            memo=kopf.Memo(runtime=runtime),
+            liveness_endpoint=f"http://{health_address}/healthz",
+        )
+    finally:
+        leader.release(api, leader_election_namespace, me)

@@ -56,3 +56,14 @@ def wait_for_leadership(api: k8s.ApiClient, namespace: str, me: str) -> None:
     threading.Thread(target=election.run, name="leader-election", daemon=True).start()
     leading.wait()
     log.info("leading as %s (Lease %s/%s)", me, namespace, LEASE_NAME)
+
+
+def release(api: k8s.ApiClient, namespace: str, me: str) -> None:
+    """On a clean stop, hand the Lease back so that a standby need not wait for it to expire."""
+    leases = k8s.CoordinationV1Api(api)
+    try:
+        lease = leases.read_namespaced_lease(LEASE_NAME, namespace)
+        if lease.spec.holder_identity == me:
+            leases.patch_namespaced_lease(LEASE_NAME, namespace, {"spec": {"holderIdentity": None}})
+    except (k8s.ApiException, OSError) as error:
+        log.warning("could not release the Lease %s/%s: %s", namespace, LEASE_NAME, error)
