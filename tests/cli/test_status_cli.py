@@ -101,7 +101,7 @@ def test_one_line_per_cluster_from_three_requests(api, tmp_path):
     )
     assert result.stderr == ""
     assert result.exit_code == 3
-    assert sorted(api.requests) == [f"{CLUSTERS}?limit=500", LEASE, f"{DEPLOYMENTS}?limit=500"]
+    assert sorted(api.requests) == [CLUSTERS, LEASE, DEPLOYMENTS]
 
 
 def test_control_characters_from_the_cluster_do_not_reach_the_terminal(api, tmp_path):
@@ -181,7 +181,7 @@ def test_no_controller_and_no_add_ons_is_only_a_note(api, tmp_path):
         "warning: no fleet controller has reported: no Lease fleet-system/fleet-controller\n"
     )
     assert result.exit_code == 0
-    assert sorted(api.requests) == [f"{clusters}?limit=500", LEASE, f"{deployments}?limit=500"]
+    assert sorted(api.requests) == [clusters, LEASE, deployments]
 
 
 def test_a_lease_the_user_may_not_read_leaves_the_controller_unknown(api, tmp_path):
@@ -207,11 +207,11 @@ def test_the_controller_namespace_comes_from_the_environment(api, tmp_path):
     assert LEASE.replace("fleet-system", "ops") in api.requests
 
 
-def test_pages_of_500_and_v1beta1_when_v1beta2_is_not_served(api, tmp_path):
+def test_chunk_size_500_pages_and_v1beta1_when_v1beta2_is_not_served(api, tmp_path):
     api.collections[CLUSTERS_V1BETA1] = [cluster(f"gpu-{i:04}") for i in range(1201)]
     api.collections[DEPLOYMENTS] = [deployment(f"gpu-{i:04}", ready()) for i in range(1201)]
     api.objects[LEASE] = lease()
-    result = status(api, tmp_path, "-o", "json")
+    result = status(api, tmp_path, "-o", "json", "--chunk-size", "500")
     assert (result.exit_code, result.stderr) == (0, "")
     found = json.loads(result.stdout)["clusters"]
     assert [row["name"] for row in found] == [f"gpu-{i:04}" for i in range(1201)]
@@ -232,11 +232,11 @@ def test_pages_of_500_and_v1beta1_when_v1beta2_is_not_served(api, tmp_path):
     assert len(api.gzipped) == 6  # every page; not the small Status and Lease
 
 
-def test_chunk_size_0_reads_each_list_in_one_request(api, tmp_path):
+def test_by_default_each_list_is_read_in_one_request(api, tmp_path):
     api.collections[CLUSTERS] = [cluster(f"gpu-{i:04}") for i in range(1201)]
     api.collections[DEPLOYMENTS] = []
     api.objects[LEASE] = lease()
-    result = status(api, tmp_path, "-o", "json", env={"FLEET_STATUS_CHUNK_SIZE": "0"})
+    result = status(api, tmp_path, "-o", "json")
     assert len(json.loads(result.stdout)["clusters"]) == 1201
     assert sorted(api.requests) == [CLUSTERS, LEASE, DEPLOYMENTS]
 
