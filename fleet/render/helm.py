@@ -22,6 +22,7 @@ import yaml
 
 from fleet.api.models import Addon, ChartSource
 from fleet.errors import PermanentError, TemporaryError
+from fleet.render.templates import LOADER
 
 JSON = dict[str, Any]
 HELM_TIMEOUT = 120
@@ -119,4 +120,4 @@ class HelmRenderer:
             if kube_version:
                 arguments += ["--kube-version", kube_version]
             rendered = self._run(arguments, f"add-on {addon.name}: helm template")
-        return [doc for doc in yaml.safe_load_all(rendered) if isinstance(doc, dict)]
+        return [doc for doc in yaml.load_all(rendered, Loader=LOADER) if isinstance(doc, dict)]
