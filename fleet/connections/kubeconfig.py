@@ -91,10 +91,18 @@ def parse_kubeconfig(cluster: str, text: str) -> Endpoint:
     has_certificate = user.get("client-certificate-data") and user.get("client-key-data")
     if not has_certificate and not user.get("token"):
         raise BadKubeconfig(cluster, "user has neither a client certificate nor a token")
-    context = ssl.create_default_context()
+    # Trust the cluster's own CA only (and the system's only when the kubeconfig names none).
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if server.get("certificate-authority-data"):
         ca = _decode(server["certificate-authority-data"], "certificate-authority-data", cluster)
-        context.load_verify_locations(cadata=ca.decode())
+        try:
+            context.load_verify_locations(cadata=ca.decode())
+        except (ssl.SSLError, ValueError) as error:
+            raise BadKubeconfig(
+                cluster, f"certificate-authority-data is unusable: {error}"
+            ) from error
+    else:
+        context.load_default_certs()
     if has_certificate:
         try:
             _load_client_certificate(
