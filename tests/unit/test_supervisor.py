@@ -101,7 +101,10 @@ def test_the_supervisor_process_stops_on_sigterm_and_when_its_fleet_is_gone(flee
     log = tmp_path / "supervisor.log"
     with log.open("ab") as output:
         running = subprocess.Popen([*command, "--interval", "0.1"], stderr=output)
-    time.sleep(1)
+    # Its handlers are in place once it says it supervises (a loaded machine starts it slowly).
+    deadline = time.monotonic() + 30
+    while "supervising" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
     running.send_signal(signal.SIGTERM)
     assert running.wait(10) == 0
     assert "SIGTERM: stopping" in log.read_text()
