@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import click
-import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from prometheus_client import start_http_server
@@ -134,6 +133,8 @@ def controller(
     terminal.progress(f"fleet controller {me}: waiting to lead (Lease {lease})")
     leader.wait_for_leadership(api, leader_election_namespace, me)
     runtime = Runtime(Management(api), metrics, helm=_helm_binary(helm))
+    import kopf  # here, not at the top: `fleet controller --help` should not pay for it
+
     importlib.import_module("fleet.controller.handlers")
     kopf.configure(quiet=not terminal.verbose, verbose=terminal.verbose)
     terminal.progress(

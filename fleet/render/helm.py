@@ -11,6 +11,7 @@ Helm release Secrets and no releases stuck in pending-install.
 from __future__ import annotations
 
 import base64
+import copy
 import subprocess
 import tempfile
 import threading
@@ -22,10 +23,13 @@ import yaml
 
 from fleet.api.models import Addon, ChartSource
 from fleet.errors import PermanentError, TemporaryError
+from fleet.hashing import digest
 from fleet.render.templates import LOADER
 
 JSON = dict[str, Any]
 HELM_TIMEOUT = 120
+# Rendered charts kept in memory (oldest dropped first): a fleet has few distinct inputs.
+RENDERED_KEPT = 256
 
 
 class HelmError(PermanentError):
@@ -43,6 +47,7 @@ class RegistryAccess:
 class HelmRenderer:
     def __init__(self, helm: str, cache: Path | None = None) -> None:
         self.helm = helm
+        self._rendered: dict[str, list[JSON]] = {}
         self.cache = cache or Path(tempfile.mkdtemp(prefix="fleet-charts-"))
         self._lock = threading.Lock()
 
@@ -101,6 +106,32 @@ class HelmRenderer:
         return archives[0]
 
     def template(
+        self, addon: Addon, values: JSON, kube_version: str, access: RegistryAccess
+    ) -> list[JSON]:
+        """The chart's objects; `helm template` runs once per distinct input, not per cluster."""
+        chart = addon.require_chart()
+        key = digest(
+            [
+                addon.name,
+                addon.default_namespace,
+                chart.repository,
+                chart.name,
+                chart.version,
+                values,
+                kube_version,
+            ]
+        )
+        with self._lock:
+            cached = self._rendered.get(key)
+        if cached is None:
+            cached = self._template(addon, values, kube_version, access)
+            with self._lock:
+                self._rendered[key] = cached
+                while len(self._rendered) > RENDERED_KEPT:
+                    self._rendered.pop(next(iter(self._rendered)))
+        return copy.deepcopy(cached)
+
+    def _template(
         self, addon: Addon, values: JSON, kube_version: str, access: RegistryAccess
     ) -> list[JSON]:
         archive = self.chart(addon.require_chart(), access)
