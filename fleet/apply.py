@@ -17,6 +17,7 @@ from typing import Any
 
 from fleet.connections.client import ApiError, ClusterClient, KindNotServed, Resource
 from fleet.errors import PermanentError, TemporaryError
+from fleet.health import RULES as HEALTH_RULES
 from fleet.health import health
 from fleet.order import apply_sorted, delete_sorted
 from fleet.plan import Live, ObjectKey, Record, live_object
@@ -109,8 +110,12 @@ class AddonOnCluster:
             prepared.append({**body, "metadata": meta})
         return prepared
 
-    def owned(self, record: Record) -> dict[ObjectKey, Live]:
-        """Every object on the cluster that carries this add-on's ApplySet label."""
+    def owned(self, record: Record, *, bodies: bool = False) -> dict[ObjectKey, Live]:
+        """Every object on the cluster that carries this add-on's ApplySet label.
+
+        Kinds with a health rule come whole (their status decides health); the rest as
+        metadata only, unless `bodies` asks for every object whole (a dry run compares them).
+        """
         found: dict[ObjectKey, Live] = {}
         selector = f"{APPLYSET_LABEL}={self.applyset}"
         for api_version, kind in record.kinds():
@@ -118,7 +123,8 @@ class AddonOnCluster:
                 resource = self._resource(api_version, kind)
             except KindNotServed:
                 continue
-            for body in self.client.list(resource, selector):
+            metadata = not bodies and kind not in HEALTH_RULES
+            for body in self.client.list(resource, selector, metadata=metadata):
                 live = live_object(body)
                 found[live.key] = live
         return found

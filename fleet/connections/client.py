@@ -31,6 +31,7 @@ READ_TIMEOUT = 30.0
 POOL_SIZE = 4
 PAGE = 500
 BUSY = (429, 500, 502, 503, 504)
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ClusterNotConnected(TemporaryError):
@@ -211,16 +212,25 @@ class ClusterClient:
             return None
         return self._checked(status, body, what)
 
-    def list(self, resource: Resource, selector: str = "", namespace: str = "") -> Iterator[JSON]:
-        """Every object of a kind (cluster-wide unless `namespace`), page by page."""
+    def list(
+        self, resource: Resource, selector: str = "", namespace: str = "", *, metadata: bool = False
+    ) -> Iterator[JSON]:
+        """Every object of a kind (cluster-wide unless `namespace`), page by page.
+
+        With `metadata`, only each object's metadata is sent (managedFields included):
+        a fraction of the bytes for objects whose health needs no status.
+        """
         query = {"limit": str(PAGE)} | ({"labelSelector": selector} if selector else {})
+        accept = METADATA_LIST if metadata else ""
         while True:
             what = f"list {resource.plural}"
-            status, body = self.request("GET", resource.path(namespace), what, query=query)
+            status, body = self.request(
+                "GET", resource.path(namespace), what, query=query, accept=accept
+            )
             body = self._checked(status, body, what)
             for item in body.get("items") or []:
-                item.setdefault("apiVersion", resource.api_version)
-                item.setdefault("kind", resource.kind)
+                if metadata or "apiVersion" not in item:
+                    item["apiVersion"], item["kind"] = resource.api_version, resource.kind
                 yield item
             token = (body.get("metadata") or {}).get("continue")
             if not token:
@@ -234,7 +244,7 @@ class ClusterClient:
             "GET",
             resource.path(namespace),
             what,
-            accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+            accept=METADATA_LIST,
         )
         body = self._checked(status, body, what)
         return {item["metadata"]["name"]: item["metadata"] for item in body.get("items") or []}

@@ -21,6 +21,7 @@ from fleet.apply import AddonOnCluster, ApplyFailed, applyset_id
 from fleet.connections.cache import ClusterCache, Kubeconfig
 from fleet.connections.client import ClusterClient, ClusterNotConnected, KindNotServed
 from fleet.errors import FleetError, PermanentError, TemporaryError
+from fleet.hashing import digest
 from fleet.health import FAILED as HEALTH_FAILED
 from fleet.health import Health, health, summarize
 from fleet.metrics import Metrics
@@ -60,6 +61,9 @@ class DeploymentMemo:
     """What this process remembers of one deployment; kept in kopf's per-object memo."""
 
     fingerprints: dict[str, dict[ObjectKey, str]] = field(default_factory=dict)
+    # The add-ons as last rendered, and the digest of every input that rendering read:
+    # a drift check of an unchanged deployment renders nothing.
+    rendered: tuple[str, dict[str, list[JSON]]] = ("", {})
     last_drift_check: float = 0.0
     health_polls: int = 0
     failures: int = 0
@@ -233,12 +237,20 @@ def _reconcile(
             "gpus": inventory.total,
         }
         context = RenderContext(cluster, inputs.datacenter, inventory)
-        charts = engine.charts(kube_version)
         addons = {name: addon for name, addon in inputs.addons.items() if addon is not None}
-        # Render every add-on before applying any: a template error leaves the cluster untouched.
-        rendered = {
-            e.name: render_addon(addons[e.name], e.values, context, charts) for e in ordered
-        }
+        inputs_digest = digest(
+            [deployment.revision, seen, inventory.as_context(), cluster.endpoint]
+        )
+        if memo.rendered[0] == inputs_digest:
+            rendered = memo.rendered[1]
+        else:
+            charts = engine.charts(kube_version)
+            # Render every add-on before applying any: a template error leaves the cluster
+            # untouched.
+            rendered = {
+                e.name: render_addon(addons[e.name], e.values, context, charts) for e in ordered
+            }
+            memo.rendered = (inputs_digest, rendered)
         total = sum(len(objects) for objects in rendered.values())
         if total > engine.max_objects:
             raise _Stop(
@@ -353,7 +365,7 @@ def _reconcile_addon(
     desired = on_cluster.prepare(objects, addon.default_namespace)
     record = Record.from_json(before.get("applyset"))
     covering = record.covering(desired)
-    owned = on_cluster.owned(covering)
+    owned = on_cluster.owned(covering, bodies=profile.sync_mode == "DryRun")
     known = memo.fingerprints.setdefault(name, {})
     situation = Situation(
         desired=tuple(desired),
