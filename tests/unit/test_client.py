@@ -1,0 +1,120 @@
+"""The workload client says what went wrong: no Kubernetes API, a refusal, or no connection."""
+
+import json
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from fleet.connections.client import (
+    ApiBusy,
+    ApiError,
+    ClusterClient,
+    ClusterNotConnected,
+    NotKubernetes,
+    Resource,
+)
+from fleet.connections.kubeconfig import Endpoint
+from fleet.devenv.pki import new_ca
+
+CA = new_ca("test-ca")
+CONFIG_MAPS = Resource("v1", "ConfigMap", "configmaps", namespaced=True)
+
+
+def status(code: int, reason: str, message: str) -> bytes:
+    return json.dumps(
+        {"kind": "Status", "code": code, "reason": reason, "message": message}
+    ).encode()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """An HTTPS server whose answer each test sets: (code, content type, body)."""
+    answer = {"value": (200, "application/json", b"{}")}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            code, content_type, body = answer["value"]
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PATCH = do_DELETE = _answer
+
+        def log_message(self, *_):
+            pass
+
+    cert, key = CA.issue("server", hosts=("127.0.0.1",), server=True).write(tmp_path, "server")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.load_verify_locations(cadata=CA.cert_pem.decode())
+    client = ClusterClient("gpu-01", Endpoint(f"https://127.0.0.1:{httpd.server_port}", tls))
+    yield client, answer
+    httpd.shutdown()
+    client.close()
+
+
+def test_a_server_that_answers_like_no_kubernetes_api_is_named_as_such(server):
+    client, answer = server
+    answer["value"] = (200, "text/html", b"<html>welcome</html>")
+    with pytest.raises(NotKubernetes, match=r"HTTP 200 \(text/html\), not Kubernetes JSON"):
+        client.version()
+    answer["value"] = (200, "application/json", b'{"hello": "world"}')
+    with pytest.raises(NotKubernetes, match="without gitVersion"):
+        client.version()
+
+
+def test_a_request_too_large_is_a_refusal_naming_the_object_not_an_unreachable_cluster(server):
+    client, answer = server
+    answer["value"] = (
+        413,
+        "application/json",
+        status(413, "RequestEntityTooLarge", "limit is 3145728"),
+    )
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "app"},
+    }
+    with pytest.raises(
+        ApiError, match="apply ConfigMap app/big: 413 RequestEntityTooLarge"
+    ) as raised:
+        client.apply(CONFIG_MAPS, body, force=True)
+    assert raised.value.code == 413
+    answer["value"] = (
+        500,
+        "application/json",
+        status(500, "InternalError", "etcdserver: request is too large"),
+    )
+    with pytest.raises(ApiError, match="request is too large"):
+        client.apply(CONFIG_MAPS, body, force=True)
+    answer["value"] = (503, "application/json", status(503, "ServiceUnavailable", "try later"))
+    with pytest.raises(ApiBusy):
+        client.apply(CONFIG_MAPS, body, force=True)
+
+
+def test_delete_by_uid_reports_an_object_that_is_gone_or_another_one(server):
+    client, answer = server
+    answer["value"] = (409, "application/json", status(409, "Conflict", "Precondition failed: UID"))
+    assert client.delete(CONFIG_MAPS, "app", "x", "uid-1") is False
+    answer["value"] = (200, "application/json", status(200, "", ""))
+    assert client.delete(CONFIG_MAPS, "app", "x", "uid-1") is True
+
+
+def test_a_refused_connection_is_an_unreachable_cluster():
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.load_verify_locations(cadata=CA.cert_pem.decode())
+    client = ClusterClient("gpu-09", Endpoint("https://127.0.0.1:9", tls))
+    with pytest.raises(ClusterNotConnected, match="gpu-09: connection refused"):
+        client.version()
+    assert client.connected is False
