@@ -89,7 +89,9 @@ class LazyGroup(click.Group):
                 listing.append((name, self.commands[name].get_short_help_str(limit)))
             else:
                 text = self.lazy[name].short_help
-                listing.append((name, click.utils.make_default_short_help(text, limit)))
+                # A stand-in command shortens the text exactly as click does for real ones.
+                stand_in = click.Command(name, help=text)
+                listing.append((name, stand_in.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(listing)
 
