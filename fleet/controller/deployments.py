@@ -80,6 +80,8 @@ class Inputs:
     datacenter: Datacenter | None
     kubeconfig: Kubeconfig | None
     problem: str = ""
+    # Every Datacenter: a chart may come from any of their registries.
+    datacenters: tuple[JSON, ...] = ()
 
 
 @dataclass(slots=True)
@@ -99,7 +101,8 @@ class Engine:
 
     connections: ClusterCache
     metrics: Metrics
-    charts: Callable[[str], ChartTemplater]
+    # (cluster's Kubernetes version, every Datacenter) -> the Helm renderer for that cluster
+    charts: Callable[[str, tuple[JSON, ...]], ChartTemplater]
     record: Callable[[JSON, list[JSON]], None]
     max_objects: int = 10_000
 
@@ -244,7 +247,7 @@ def _reconcile(
         if memo.rendered[0] == inputs_digest:
             rendered = memo.rendered[1]
         else:
-            charts = engine.charts(kube_version)
+            charts = engine.charts(kube_version, inputs.datacenters)
             # Render every add-on before applying any: a template error leaves the cluster
             # untouched.
             rendered = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 from kubernetes import client as k8s
@@ -129,7 +130,7 @@ class Management:
         }
         self.core.create_namespaced_event(meta["namespace"], body, _request_timeout=TIMEOUT)
 
-    def registry_access(self, repository: str, datacenters: list[JSON]) -> RegistryAccess:
+    def registry_access(self, repository: str, datacenters: Iterable[JSON]) -> RegistryAccess:
         """How to reach the registry of an OCI reference, from the Datacenter serving it."""
         host = repository.removeprefix("oci://").split("/", 1)[0]
         for datacenter in datacenters:

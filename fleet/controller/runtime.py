@@ -13,7 +13,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -34,7 +34,7 @@ from fleet.controller import profiles as selecting
 from fleet.controller.deployments import DeploymentMemo, Engine, Inputs
 from fleet.controller.management import Management
 from fleet.controller.queue import WorkQueue
-from fleet.errors import FleetError, TemporaryError
+from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.metrics import Metrics
 from fleet.render.helm import HelmRenderer
 from fleet.render.templates import ChartTemplater
@@ -239,7 +239,12 @@ class Runtime:
             found = self._one("datacenters", cluster.datacenter)
             datacenter = parse_datacenter(found) if found else None
         kubeconfig = self._one("kubeconfigs", (namespace, spec["cluster"]))
-        return Inputs(body, cluster, profile, addons, datacenter, kubeconfig, problem)
+        every = tuple(
+            d
+            for k in list(self.indexes.get("datacenters", {}))
+            for d in self._values("datacenters", k)
+        )
+        return Inputs(body, cluster, profile, addons, datacenter, kubeconfig, problem, every)
 
     async def _deployment(self, key: Hashable, namespace: str, name: str) -> float | None:
         body = self._one("deployments", (namespace, name))
@@ -351,25 +356,19 @@ class Runtime:
                 "could not post event %s on %s", reason, body["metadata"]["name"], exc_info=True
             )
 
-    def _charts(self, kube_version: str) -> ChartTemplater:
+    def _charts(self, kube_version: str, datacenters: tuple[JSON, ...]) -> ChartTemplater:
         def template(addon: Addon, values: JSON) -> list[JSON]:
             if self.helm is None:
-                raise FleetError(
+                raise PermanentError(
                     f"add-on {addon.name}: helm add-ons need the helm binary: "
                     "start the controller with --helm or FLEET_HELM, or put helm on PATH"
                 )
             if self._helm is None:
                 self._helm = HelmRenderer(self.helm)
-            datacenters = [
-                d for k in self._datacenter_keys() for d in self._values("datacenters", k)
-            ]
             access = self.management.registry_access(addon.require_chart().repository, datacenters)
             return self._helm.template(addon, values, kube_version, access)
 
         return template
-
-    def _datacenter_keys(self) -> Iterable[Hashable]:
-        return list(self.indexes.get("datacenters", {}))
 
     def _count_phases(self) -> None:
         phases = [
