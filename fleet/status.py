@@ -1,7 +1,7 @@
-"""Decisions about an AddonDeployment's status: when to act, how to summarise.
+"""An AddonDeployment's phases, when to look again, and how to summarise.
 
-Pure functions over the object's spec and status and the current time, so
-retry, backoff and drift scheduling are tested without a cluster.
+Pure functions, so retry, health-poll and drift scheduling are tested without
+a cluster.
 """
 
 from __future__ import annotations

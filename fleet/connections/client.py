@@ -110,7 +110,6 @@ class ClusterClient:
         )
         self._discovered: dict[str, dict[str, Resource]] = {}
         self._lock = threading.Lock()
-        self.requests = 0
         # What the last request taught: read by the cache's health probe.
         self.connected = True
         self.last_success = 0.0
@@ -138,7 +137,6 @@ class ClusterClient:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body, separators=(",", ":")).encode()
-        self.requests += 1
         try:
             response = self._pool.request(method, url, body=data, headers=headers)
         except (urllib3.exceptions.HTTPError, OSError) as error:

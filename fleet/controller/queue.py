@@ -113,6 +113,3 @@ class WorkQueue:
                 self._add(key)
             elif delay is not None:
                 self._add_after(key, delay)
-
-    def depth(self) -> int:
-        return len(self._ready)
