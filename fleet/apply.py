@@ -111,23 +111,8 @@ class AddonOnCluster:
         return prepared
 
     def owned(self, record: Record, *, bodies: bool = False) -> dict[ObjectKey, Live]:
-        """Every object on the cluster that carries this add-on's ApplySet label.
-
-        Kinds with a health rule come whole (their status decides health); the rest as
-        metadata only, unless `bodies` asks for every object whole (a dry run compares them).
-        """
-        found: dict[ObjectKey, Live] = {}
-        selector = f"{APPLYSET_LABEL}={self.applyset}"
-        for api_version, kind in record.kinds():
-            try:
-                resource = self._resource(api_version, kind)
-            except KindNotServed:
-                continue
-            metadata = not bodies and kind not in HEALTH_RULES
-            for body in self.client.list(resource, selector, metadata=metadata):
-                live = live_object(body)
-                found[live.key] = live
-        return found
+        """Every object on the cluster that carries this add-on's ApplySet label."""
+        return find_owned(self.client, {self.applyset: record}, bodies=bodies)[self.applyset]
 
     def foreign(
         self, desired: Iterable[JSON], owned: Mapping[ObjectKey, Live]
@@ -229,6 +214,38 @@ class AddonOnCluster:
             if self.client.delete(resource, key.namespace, key.name, live.uid):
                 deleted.append(key)
         return deleted
+
+
+def find_owned(
+    client: ClusterClient, records: Mapping[str, Record], *, bodies: bool = False
+) -> dict[str, dict[ObjectKey, Live]]:
+    """Every object on the cluster labelled with one of these ApplySet ids, by id.
+
+    One LIST per kind for all the ids that record it (`part-of in (…)`), inside the
+    one namespace they record when there is just one. Kinds with a health rule come
+    whole (their status decides health); the rest as metadata only, unless `bodies`
+    asks for every object whole (a dry run compares them).
+    """
+    found: dict[str, dict[ObjectKey, Live]] = {applyset: {} for applyset in records}
+    by_kind: dict[tuple[str, str], list[str]] = {}
+    for applyset, record in records.items():
+        for kind in record.kinds():
+            by_kind.setdefault(kind, []).append(applyset)
+    for (api_version, kind_name), applysets in by_kind.items():
+        try:
+            resource = client.resource(api_version, kind_name)
+        except KindNotServed:
+            continue
+        namespaces = {n for a in applysets for n in records[a].namespaces}
+        namespace = next(iter(namespaces)) if resource.namespaced and len(namespaces) == 1 else ""
+        selector = f"{APPLYSET_LABEL} in ({','.join(sorted(applysets))})"
+        metadata = not bodies and kind_name not in HEALTH_RULES
+        for body in client.list(resource, selector, namespace, metadata=metadata):
+            live = live_object(body)
+            owner = (body["metadata"].get("labels") or {}).get(APPLYSET_LABEL, "")
+            if owner in found:
+                found[owner][live.key] = live
+    return found
 
 
 def _reason(error: BaseException) -> str:

