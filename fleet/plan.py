@@ -12,10 +12,11 @@ strategy per sync mode, as Cluster API's ClusterResourceSet scopes.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from fleet.api import FIELD_MANAGER
 
@@ -72,8 +73,8 @@ def fingerprint(body: Mapping[str, Any]) -> str:
         for entry in (body.get("metadata") or {}).get("managedFields") or []
         if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
     ]
-    canonical = json.dumps(owned, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    canonical = orjson.dumps(owned, option=orjson.OPT_SORT_KEYS)
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
 def live_object(body: JSON) -> Live:
@@ -117,6 +118,11 @@ class Record:
             o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")
         }
         return Record(tuple(sorted(kinds)), tuple(sorted(spaces)))
+
+    def only(self, kinds: Collection[str]) -> Record:
+        """This record narrowed to the given kinds (by kind name, any group)."""
+        kept = tuple(k for k in self.group_kinds if k.rsplit("/", 1)[-1] in kinds)
+        return Record(kept, self.namespaces)
 
     def kinds(self) -> list[tuple[str, str]]:
         """(apiVersion, kind) of every recorded kind."""

@@ -13,7 +13,6 @@ Kubernetes API, or a refusal with the server's own reason, naming the object.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import orjson
 import urllib3
 
 from fleet.api import FIELD_MANAGER
@@ -142,7 +142,7 @@ class ClusterClient:
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
-            data = json.dumps(body, separators=(",", ":")).encode()
+            data = orjson.dumps(body)
         try:
             response = self._pool.urlopen(method, url, body=data, headers=headers)
         except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -150,8 +150,8 @@ class ClusterClient:
             raise ClusterNotConnected(self.cluster, unreachable_reason(error)) from error
         self.connected, self.last_success = True, time.monotonic()
         try:
-            decoded = json.loads(response.data) if response.data else {}
-        except ValueError as error:
+            decoded = orjson.loads(response.data) if response.data else {}
+        except orjson.JSONDecodeError as error:
             raise NotKubernetes(
                 f"{self.cluster}: {what}: the server answered HTTP {response.status} "
                 f"({response.headers.get('Content-Type', 'no content type')}), "

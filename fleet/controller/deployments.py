@@ -23,10 +23,12 @@ from fleet.connections.client import ClusterClient, ClusterNotConnected, KindNot
 from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.hashing import digest
 from fleet.health import FAILED as HEALTH_FAILED
+from fleet.health import RULES as HEALTH_RULES
 from fleet.health import Health, health, summarize
 from fleet.metrics import Metrics
 from fleet.order import dependency_order
 from fleet.plan import STRATEGIES, Live, ObjectKey, Record, Situation
+from fleet.render.helm import ChartRendering
 from fleet.render.templates import (
     ChartTemplater,
     GPUInventory,
@@ -69,6 +71,8 @@ class DeploymentMemo:
     # (revision, kubeconfig version) the nodes were read for, the GPU inventory, kubelet version
     facts: tuple[tuple[str, str], GPUInventory, str] | None = None
     health_polls: int = 0
+    # add-on -> (revision, fingerprints of what its chunked apply has applied so far)
+    progress: dict[str, tuple[str, dict[ObjectKey, str]]] = field(default_factory=dict)
     failures: int = 0
 
 
@@ -108,6 +112,8 @@ class Engine:
     charts: Callable[[str, tuple[JSON, ...]], ChartTemplater]
     record: Callable[[JSON, list[JSON]], None]
     max_objects: int = 10_000
+    # Objects applied in one pass; a larger apply continues on the next passes.
+    apply_chunk: int = 200
 
 
 class _Stop(Exception):
@@ -269,10 +275,16 @@ def _reconcile(
         else:
             charts = engine.charts(kube_version, inputs.datacenters)
             # Render every add-on before applying any: a template error leaves the cluster
-            # untouched.
-            rendered = {
-                e.name: render_addon(addons[e.name], e.values, context, charts) for e in ordered
-            }
+            # untouched. Charts new to the renderer all start rendering at once.
+            rendered, charts_rendering = {}, []
+            for e in ordered:
+                try:
+                    rendered[e.name] = render_addon(addons[e.name], e.values, context, charts)
+                except ChartRendering as rendering:
+                    charts_rendering.append(rendering)
+            if charts_rendering:
+                message = "; ".join(map(str, charts_rendering))
+                raise _Stop(APPLYING, message, min(r.delay for r in charts_rendering))
             memo.rendered = (inputs_digest, rendered)
         total = sum(len(objects) for objects in rendered.values())
         if total > engine.max_objects:
@@ -294,11 +306,23 @@ def _reconcile(
         found = _find_all(client, ordered, addons, rendered, previous, profile, meta)
         if profile.sync_mode != "DryRun":
             _record_first(engine, body, found, previous, outcome)
-        owned = find_owned(
-            client,
-            {f.on_cluster.applyset: f.covering for f in found.values() if f.desired is not None},
-            bodies=profile.sync_mode == "DryRun",
+        # Between drift checks an applied revision needs only its objects' health: only
+        # the kinds that have a health rule are listed.
+        health_poll = (
+            not drift_check
+            and profile.sync_mode != "DryRun"
+            and all(
+                f.desired is not None
+                and previous.get(name, {}).get("appliedRevision") == deployment.revision
+                for name, f in found.items()
+            )
         )
+        records = {
+            f.on_cluster.applyset: f.covering.only(HEALTH_RULES) if health_poll else f.covering
+            for f in found.values()
+            if f.desired is not None
+        }
+        owned = find_owned(client, records, bodies=profile.sync_mode == "DryRun")
     except ClusterNotConnected as error:
         engine.metrics.reachable(meta["namespace"], deployment.cluster, False)
         raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
@@ -339,6 +363,7 @@ def _reconcile(
                     drift_check,
                     memo,
                     outcome.events,
+                    health_poll,
                 )
         except ClusterNotConnected as error:
             raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
@@ -353,10 +378,11 @@ def _reconcile(
     _withdraw_removed(client, previous, results, profile, outcome.events)
     if drift_check:
         memo.last_drift_check = time.monotonic()
-    if any(r["phase"] in (APPLYING, DEGRADED) for r in results.values()):
+    unhealthy = any(r["phase"] in (APPLYING, DEGRADED) for r in results.values())
+    if unhealthy and 0.0 not in delays:  # health polls wait for a chunked apply's end
         memo.health_polls += 1
         delays.append(health_poll_seconds(memo.health_polls))
-    else:
+    elif not unhealthy:
         memo.health_polls = 0
     delays.append(drift_interval(meta["name"], deployment.drift_seconds))
     outcome.requeue = min(delays)
@@ -447,9 +473,13 @@ def _reconcile_addon(
     drift_check: bool,
     memo: DeploymentMemo,
     events: list[Event],
+    health_poll: bool,
 ) -> tuple[JSON, float | None]:
     on_cluster, covering = found.on_cluster, found.covering
     desired = found.desired or []
+    if health_poll:
+        checked = [body for body in desired if body["kind"] in HEALTH_RULES]
+        return _judged(addon, name, before, when, summarize(_health(checked, owned)), {}), None
     known = memo.fingerprints.setdefault(name, {})
     situation = Situation(
         desired=tuple(desired),
@@ -485,17 +515,36 @@ def _reconcile_addon(
     extra: JSON = {"applyset": applyset}
     found_now = dict(owned)
     if plan.apply:
+        done = memo.progress.get(name, ("", {}))
+        done_here = done[1] if done[0] == revision else {}
+        # Objects an earlier pass of this revision applied, and nobody changed since, are done.
+        remaining = [
+            body
+            for body in plan.apply
+            if (key := ObjectKey.of(body)) not in done_here
+            or key not in owned
+            or owned[key].fingerprint != done_here[key]
+        ]
         try:
-            applied = on_cluster.apply(plan.apply)
+            applied = on_cluster.apply(remaining[: engine.apply_chunk])
         except ApplyFailed as error:
             for live in error.applied:
                 known[live.key] = live.fingerprint
             raise
         for live in applied:
             known[live.key] = live.fingerprint
+            done_here[live.key] = live.fingerprint
             found_now[live.key] = live
         engine.metrics.applied(len(applied), 0)
         extra["lastAppliedTime"] = when
+        if len(remaining) > engine.apply_chunk:
+            # A large apply goes on in chunks, each a pass of its own: the worker is free
+            # for other deployments in between.
+            memo.progress[name] = (revision, done_here)
+            message = f"applied {len(plan.apply) - len(remaining) + len(applied)} of "
+            message += f"{len(plan.apply)} objects"
+            return _entry(before, name, APPLYING, message, when, **extra), 0.0
+        memo.progress.pop(name, None)
     if plan.drift and plan.apply:
         engine.metrics.drift_corrected(len(plan.drift))
         events.append(("Warning", "DriftCorrected", f"{name}: corrected {'; '.join(plan.drift)}"))
@@ -513,16 +562,18 @@ def _reconcile_addon(
     if plan.applies_revision:
         extra["appliedRevision"] = revision
     extra["objects"] = len(desired)
-    state = summarize(_health(desired, found_now))
+    return _judged(addon, name, before, when, summarize(_health(desired, found_now)), extra), None
+
+
+def _judged(addon: Addon, name: str, before: JSON, when: str, state: Health, extra: JSON) -> JSON:
+    """The add-on's entry for its objects' health: Degraded once overdue."""
     if state.ready:
-        return _entry(before, name, READY, "", when, **extra), None
+        return _entry(before, name, READY, "", when, **extra)
     if state.state == HEALTH_FAILED:
-        return _entry(before, name, DEGRADED, state.message, when, **extra), None
+        return _entry(before, name, DEGRADED, state.message, when, **extra)
     applied_at = parse_time(extra.get("lastAppliedTime") or before.get("lastAppliedTime"))
     overdue = applied_at and (now() - applied_at).total_seconds() > addon.health_timeout_seconds
-    return _entry(
-        before, name, DEGRADED if overdue else APPLYING, state.message, when, **extra
-    ), None
+    return _entry(before, name, DEGRADED if overdue else APPLYING, state.message, when, **extra)
 
 
 def _withdraw_removed(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from fleet.controller.management import Management
 from fleet.controller.queue import WorkQueue
 from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.metrics import Metrics
-from fleet.render.helm import HelmRenderer
+from fleet.render.helm import HELM_TIMEOUT, ChartRendering, HelmRenderer, RegistryAccess
 from fleet.render.templates import ChartTemplater
 from fleet.status import DELETING, FAILED, backoff_seconds
 
@@ -44,6 +46,9 @@ JSON = dict[str, Any]
 log = logging.getLogger("fleet.controller")
 WORKERS = 16
 CREATORS = 4
+# `helm template` processes at once, and how long a failed run stands before it is retried
+HELM_JOBS = 2
+CHART_RETRY = 30.0
 CLEANUP_GRACE_SECONDS = 60.0
 GAUGE_SECONDS = 10.0
 # A cluster nobody talked to for QUIET_SECONDS is probed; probes are looked for every
@@ -66,6 +71,12 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _pool: concurrent.futures.ThreadPoolExecutor | None = None
     _helm: HelmRenderer | None = None
+    _chart_pool: concurrent.futures.ThreadPoolExecutor | None = None
+    # helm-template input -> its run and when it started (failed runs are kept a while)
+    _chart_jobs: dict[str, tuple[concurrent.futures.Future[list[JSON]], float]] = field(
+        default_factory=dict
+    )
+    _chart_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # Life cycle
 
@@ -74,6 +85,9 @@ class Runtime:
         self.indexes = indexes
         self._queue = WorkQueue(loop)
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="reconcile")
+        self._chart_pool = concurrent.futures.ThreadPoolExecutor(
+            HELM_JOBS, thread_name_prefix="helm"
+        )
         self._tasks = [loop.create_task(self._queue.worker(self._handle)) for _ in range(WORKERS)]
         self._tasks += [loop.create_task(self._every(GAUGE_SECONDS, self._count_phases))]
         self._tasks += [loop.create_task(self._every(PROBE_SECONDS, self._probe))]
@@ -81,8 +95,9 @@ class Runtime:
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._chart_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def queue(self) -> WorkQueue:
@@ -259,7 +274,8 @@ class Runtime:
             return None
         memo = self.memos.setdefault(key, DeploymentMemo())
         inputs = self._inputs(body)
-        engine = Engine(self.connections, self.metrics, self._charts, self._record)
+        charts = functools.partial(self._charts, key)
+        engine = Engine(self.connections, self.metrics, charts, self._record)
         if body["metadata"].get("deletionTimestamp"):
             return await self._io_delay(self._clean_up, engine, inputs)
         started = time.monotonic()
@@ -363,7 +379,16 @@ class Runtime:
                 "could not post event %s on %s", reason, body["metadata"]["name"], exc_info=True
             )
 
-    def _charts(self, kube_version: str, datacenters: tuple[JSON, ...]) -> ChartTemplater:
+    def _charts(
+        self, key: Hashable, kube_version: str, datacenters: tuple[JSON, ...]
+    ) -> ChartTemplater:
+        """Helm add-ons for deployment `key`: rendered in the background, never in a worker.
+
+        A chart input rendered before comes from the renderer's cache; a new one starts
+        `helm template` on the chart pool and ends this pass with ChartRendering; the
+        deployment is queued again when helm is done.
+        """
+
         def template(addon: Addon, values: JSON) -> list[JSON]:
             if self.helm is None:
                 raise PermanentError(
@@ -372,10 +397,49 @@ class Runtime:
                 )
             if self._helm is None:
                 self._helm = HelmRenderer(self.helm)
+            found = self._helm.rendered(addon, values, kube_version)
+            if found is not None:
+                return found
             access = self.management.registry_access(addon.require_chart().repository, datacenters)
-            return self._helm.template(addon, values, kube_version, access)
+            job = self._chart_job(self._helm, addon, values, kube_version, access)
+            failure = job.exception() if job.done() else None
+            if failure is not None:
+                raise failure
+            job.add_done_callback(lambda _: self.queue.add(key))
+            chart = addon.require_chart()
+            raise ChartRendering(
+                f"add-on {addon.name}: rendering chart {chart.name} {chart.version}",
+                delay=HELM_TIMEOUT,
+            )
 
         return template
+
+    def _chart_job(
+        self,
+        helm: HelmRenderer,
+        addon: Addon,
+        values: JSON,
+        kube_version: str,
+        access: RegistryAccess,
+    ) -> concurrent.futures.Future[list[JSON]]:
+        """The `helm template` run for this input: running, failed lately, or started now."""
+        job_key = helm.key(addon, values, kube_version)
+        with self._chart_lock:
+            job, started = self._chart_jobs.get(job_key, (None, 0.0))
+            retry = job is not None and job.done() and time.monotonic() - started > CHART_RETRY
+            if job is None or retry:
+                if self._chart_pool is None:
+                    raise RuntimeError("the controller runtime has not started")
+                job = self._chart_pool.submit(helm.template, addon, values, kube_version, access)
+                self._chart_jobs[job_key] = (job, time.monotonic())
+                job.add_done_callback(lambda done: self._chart_done(job_key, done))
+            return job
+
+    def _chart_done(self, job_key: str, job: concurrent.futures.Future[list[JSON]]) -> None:
+        """A rendered chart lives in the renderer's cache; only failures are kept here."""
+        if job.exception() is None:
+            with self._chart_lock:
+                self._chart_jobs.pop(job_key, None)
 
     def _count_phases(self) -> None:
         phases = [

@@ -36,6 +36,10 @@ class HelmError(PermanentError):
     pass
 
 
+class ChartRendering(TemporaryError):
+    """`helm template` runs in the background; the deployment is queued again when it ends."""
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryAccess:
     """How to reach the registry serving a chart: its CA (PEM), or plain HTTP."""
@@ -105,12 +109,11 @@ class HelmRenderer:
             raise HelmError(f"helm pull of {chart.name} {chart.version} produced no archive")
         return archives[0]
 
-    def template(
-        self, addon: Addon, values: JSON, kube_version: str, access: RegistryAccess
-    ) -> list[JSON]:
-        """The chart's objects; `helm template` runs once per distinct input, not per cluster."""
+    @staticmethod
+    def key(addon: Addon, values: JSON, kube_version: str) -> str:
+        """What one `helm template` run depends on: equal keys render equal objects."""
         chart = addon.require_chart()
-        key = digest(
+        return digest(
             [
                 addon.name,
                 addon.default_namespace,
@@ -121,15 +124,26 @@ class HelmRenderer:
                 kube_version,
             ]
         )
+
+    def rendered(self, addon: Addon, values: JSON, kube_version: str) -> list[JSON] | None:
+        """The chart's objects when this input was rendered before, else None."""
         with self._lock:
-            cached = self._rendered.get(key)
-        if cached is None:
-            cached = self._template(addon, values, kube_version, access)
-            with self._lock:
-                self._rendered[key] = cached
-                while len(self._rendered) > RENDERED_KEPT:
-                    self._rendered.pop(next(iter(self._rendered)))
-        return copy.deepcopy(cached)
+            cached = self._rendered.get(self.key(addon, values, kube_version))
+        return None if cached is None else copy.deepcopy(cached)
+
+    def template(
+        self, addon: Addon, values: JSON, kube_version: str, access: RegistryAccess
+    ) -> list[JSON]:
+        """The chart's objects; `helm template` runs once per distinct input, not per cluster."""
+        cached = self.rendered(addon, values, kube_version)
+        if cached is not None:
+            return cached
+        objects = self._template(addon, values, kube_version, access)
+        with self._lock:
+            self._rendered[self.key(addon, values, kube_version)] = objects
+            while len(self._rendered) > RENDERED_KEPT:
+                self._rendered.pop(next(iter(self._rendered)))
+        return copy.deepcopy(objects)
 
     def _template(
         self, addon: Addon, values: JSON, kube_version: str, access: RegistryAccess

@@ -160,3 +160,11 @@ def test_plans_never_prune_what_is_desired_and_never_touch_what_is_not_owned(
     assert {b["metadata"]["name"] for b in plan.apply} <= set(desired)
     if mode == "DryRun":
         assert plan.apply == () and plan.prune == ()
+
+
+def test_record_narrowed_to_kinds_keeps_its_namespaces():
+    record = Record(("apps/v1/DaemonSet", "v1/ConfigMap", "v1/Service"), ("x",))
+    assert record.only({"DaemonSet", "Service"}) == Record(
+        ("apps/v1/DaemonSet", "v1/Service"), ("x",)
+    )
+    assert record.only(set()).kinds() == []
