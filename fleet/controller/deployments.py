@@ -10,9 +10,10 @@ in another deployment's.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,14 +228,32 @@ def _cluster_facts(
 ) -> tuple[GPUInventory, str]:
     """The cluster's GPU inventory and Kubernetes version, as rendering sees them.
 
-    Nodes are read on a drift check, for a new revision or a new kubeconfig; health
-    polls and retries in between reuse what the last read found.
+    Nodes are read on a drift check, for a new revision or a new kubeconfig, and while
+    the last request to the cluster failed (so a pass woken by the probe asks the cluster
+    itself); health polls in between reuse what the last read found.
     """
     version = (revision, inputs.kubeconfig.version if inputs.kubeconfig else "")
-    if drift_check or memo.facts is None or memo.facts[0] != version:
+    facts = memo.facts
+    if drift_check or facts is None or facts[0] != version or not client.connected:
         nodes = list(client.list(client.resource("v1", "Node")))
-        memo.facts = (version, gpu_inventory(nodes), kubelet_version(nodes))
-    return memo.facts[1], memo.facts[2]
+        facts = memo.facts = (version, gpu_inventory(nodes), kubelet_version(nodes))
+    return facts[1], facts[2]
+
+
+@contextlib.contextmanager
+def _stopping_on_errors(
+    engine: Engine, memo: DeploymentMemo, namespace: str, cluster: str
+) -> Iterator[None]:
+    """Errors before the add-ons are reached end the whole pass with a phase."""
+    try:
+        yield
+    except ClusterNotConnected as error:
+        engine.metrics.reachable(namespace, cluster, False)
+        raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
+    except TemporaryError as error:
+        raise _Stop(FAILED, str(error), _retry(memo, error)) from error
+    except PermanentError as error:
+        raise _Stop(FAILED, str(error), None) from error
 
 
 def _retry(memo: DeploymentMemo, error: TemporaryError) -> float:
@@ -254,7 +273,7 @@ def _reconcile(
     drift_check = time.monotonic() - memo.last_drift_check >= drift_interval(
         meta["name"], deployment.drift_seconds
     )
-    try:
+    with _stopping_on_errors(engine, memo, meta["namespace"], deployment.cluster):
         ordered = dependency_order(profile.addons)
         client = engine.connections.client(meta["namespace"], cluster.name, inputs.kubeconfig)
         revision = deployment.revision
@@ -293,16 +312,9 @@ def _reconcile(
                 f"the add-ons render {total} objects, over the limit of {engine.max_objects}",
                 None,
             )
-    except ClusterNotConnected as error:
-        engine.metrics.reachable(meta["namespace"], deployment.cluster, False)
-        raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
-    except TemporaryError as error:
-        raise _Stop(FAILED, str(error), _retry(memo, error)) from error
-    except PermanentError as error:
-        raise _Stop(FAILED, str(error), None) from error
 
     previous = _previous(body.get("status") or {})
-    try:
+    with _stopping_on_errors(engine, memo, meta["namespace"], deployment.cluster):
         found = _find_all(client, ordered, addons, rendered, previous, profile, meta)
         if profile.sync_mode != "DryRun":
             _record_first(engine, body, found, previous, outcome)
@@ -323,13 +335,6 @@ def _reconcile(
             if f.desired is not None
         }
         owned = find_owned(client, records, bodies=profile.sync_mode == "DryRun")
-    except ClusterNotConnected as error:
-        engine.metrics.reachable(meta["namespace"], deployment.cluster, False)
-        raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
-    except TemporaryError as error:
-        raise _Stop(FAILED, str(error), _retry(memo, error)) from error
-    except PermanentError as error:
-        raise _Stop(FAILED, str(error), None) from error
     engine.metrics.reachable(meta["namespace"], deployment.cluster, True)
     results: dict[str, JSON] = {}
     delays: list[float] = []
