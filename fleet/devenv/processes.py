@@ -178,27 +178,28 @@ def stop(records: list[ProcessRecord], grace: float = STOP_GRACE_SECONDS) -> lis
     """
     running = [record for record in records if is_running(record)]
     for record in running:
-        _signal_group(record, signal.SIGTERM)
+        signal_group(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while running and time.monotonic() < deadline:
         _reap(running)
         running = [record for record in running if is_running(record)]
         time.sleep(0.05)
     for record in running:
-        _signal_group(record, signal.SIGKILL)
+        signal_group(record.pid, signal.SIGKILL)
     while any(is_running(record) for record in running):
         _reap(running)
         time.sleep(0.05)
     return [record.name for record in running]
 
 
-def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group `pid` leads (every process is started in its own session)."""
     try:
-        os.killpg(record.pid, sig)
+        os.killpg(pid, sig)
     except ProcessLookupError:
         pass
     except PermissionError:
-        os.kill(record.pid, sig)
+        os.kill(pid, sig)
 
 
 def _reap(records: list[ProcessRecord]) -> None:

@@ -63,7 +63,7 @@ from typing import Any
 import urllib3
 
 from fleet.devenv.kubeapi import APIStatusError, Credentials, KubeAPI
-from fleet.devenv.processes import PortAllocator, is_running
+from fleet.devenv.processes import PortAllocator, is_running, signal_group
 from fleet.devenv.state import FleetState, load_state
 from fleet.errors import TemporaryError
 
@@ -449,23 +449,14 @@ class Controller:
         """SIGTERM, then SIGKILL after a grace period; says which it took."""
         if self.process is None or self.process.poll() is not None:
             return "already exited"
-        self._signal(signal.SIGTERM)
+        signal_group(self.pid, signal.SIGTERM)
         try:
             self.process.wait(STOP_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
+            signal_group(self.pid, signal.SIGKILL)
             self.process.wait(STOP_GRACE_SECONDS)
             return f"killed (no exit {STOP_GRACE_SECONDS:.0f} s after SIGTERM)"
         return f"stopped by SIGTERM (exit {self.process.returncode})"
-
-    def _signal(self, sig: signal.Signals) -> None:
-        # The session (and process group) is the one this script created for the controller.
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            os.kill(self.pid, sig)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         try:
