@@ -4,7 +4,8 @@ Only `https` servers, always verified; a kubeconfig that turns verification
 off or points at plain `http` is refused before anything is sent. Keys stay
 in memory: Python's ssl can only load a client certificate from a path, so
 it is written to an anonymous memfd, loaded, and the file closed at once: no
-file stays open per cluster.
+file stays open per cluster. `client_tls` is shared with `fleet status`'s
+reader, so both trust exactly the same certificates.
 """
 
 from __future__ import annotations
@@ -44,9 +45,15 @@ class Endpoint:
 
 
 def _current(config: JSON, cluster: str) -> tuple[JSON, JSON]:
-    contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
-    clusters = {c["name"]: c["cluster"] for c in config.get("clusters") or []}
-    users = {u["name"]: u["user"] for u in config.get("users") or []}
+    def named(section: str, field: str) -> dict[str, JSON]:
+        entries = config.get(section) or []
+        return {e.get("name", ""): e.get(field) or {} for e in entries if isinstance(e, dict)}
+
+    contexts, clusters, users = (
+        named("contexts", "context"),
+        named("clusters", "cluster"),
+        named("users", "user"),
+    )
     context = contexts.get(config.get("current-context", "")) or next(iter(contexts.values()), None)
     if context is None:
         raise BadKubeconfig(cluster, "has no context")
@@ -63,13 +70,31 @@ def _decode(value: str, what: str, cluster: str) -> bytes:
         raise BadKubeconfig(cluster, f"{what} is not valid base64") from error
 
 
-def _load_client_certificate(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    fd = os.memfd_create("fleet-client-cert", os.MFD_CLOEXEC)
+class UnusableTLS(ValueError):
+    """A CA (`part` "ca") or a client certificate and key (`part` "client") that TLS refuses."""
+
+    def __init__(self, part: str, reason: str) -> None:
+        super().__init__(reason)
+        self.part = part
+
+
+def client_tls(ca_pem: bytes, client_pem: bytes) -> ssl.SSLContext:
+    """A verifying client TLS context: only `ca_pem` trusted (the system's CAs when empty),
+    `client_pem` (certificate and key) presented when given."""
     try:
-        os.write(fd, cert + b"\n" + key)
-        context.load_cert_chain(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
+        context = ssl.create_default_context(cadata=ca_pem.decode() if ca_pem else None)
+    except (ssl.SSLError, ValueError) as error:
+        raise UnusableTLS("ca", str(error)) from error
+    if client_pem:
+        fd = os.memfd_create("fleet-client-cert", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, client_pem)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        except ssl.SSLError as error:
+            raise UnusableTLS("client", str(error)) from error
+        finally:
+            os.close(fd)
+    return context
 
 
 def parse_kubeconfig(cluster: str, text: str) -> Endpoint:
@@ -91,27 +116,16 @@ def parse_kubeconfig(cluster: str, text: str) -> Endpoint:
     has_certificate = user.get("client-certificate-data") and user.get("client-key-data")
     if not has_certificate and not user.get("token"):
         raise BadKubeconfig(cluster, "user has neither a client certificate nor a token")
-    # Trust the cluster's own CA only (and the system's only when the kubeconfig names none).
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca = b""
     if server.get("certificate-authority-data"):
         ca = _decode(server["certificate-authority-data"], "certificate-authority-data", cluster)
-        try:
-            context.load_verify_locations(cadata=ca.decode())
-        except (ssl.SSLError, ValueError) as error:
-            raise BadKubeconfig(
-                cluster, f"certificate-authority-data is unusable: {error}"
-            ) from error
-    else:
-        context.load_default_certs()
+    client = b""
     if has_certificate:
-        try:
-            _load_client_certificate(
-                context,
-                _decode(user["client-certificate-data"], "client-certificate-data", cluster),
-                _decode(user["client-key-data"], "client-key-data", cluster),
-            )
-        except ssl.SSLError as error:
-            raise BadKubeconfig(
-                cluster, f"client certificate or key is unusable: {error}"
-            ) from error
+        cert = _decode(user["client-certificate-data"], "client-certificate-data", cluster)
+        client = cert + b"\n" + _decode(user["client-key-data"], "client-key-data", cluster)
+    try:
+        context = client_tls(ca, client)
+    except UnusableTLS as error:
+        what = "certificate-authority-data" if error.part == "ca" else "client certificate or key"
+        raise BadKubeconfig(cluster, f"{what} is unusable: {error}") from error
     return Endpoint(server=url.rstrip("/"), tls=context, token=str(user.get("token") or ""))

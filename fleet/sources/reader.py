@@ -1,10 +1,8 @@
 """GET and paginated LIST on a Kubernetes API server: JSON over one HTTPS connection.
 
-The TLS context trusts only the kubeconfig's CA (or the system's when it names
-none) and checks the server's name. Python's ssl loads a client certificate
-only from a file, so the certificate and key are written to an anonymous
-in-memory file (memfd) that is read by its /proc path and closed at once:
-keys never touch the disk.
+The TLS context is the controller's (`fleet.connections.kubeconfig.client_tls`):
+it trusts only the kubeconfig's CA (or the system's when it names none), checks
+the server's name, and loads the client key from memory.
 """
 
 from __future__ import annotations
@@ -13,13 +11,13 @@ import datetime
 import email.utils
 import http.client
 import json
-import os
 import ssl
 import urllib.parse
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from fleet.connections.kubeconfig import UnusableTLS, client_tls
 from fleet.sources import ReadError
 from fleet.sources.kubeconfig import Endpoint
 
@@ -46,23 +44,10 @@ class Reply:
 
 def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
     try:
-        context = ssl.create_default_context(
-            cadata=endpoint.ca_pem.decode() if endpoint.ca_pem else None
-        )
-    except (ssl.SSLError, ValueError) as error:
-        raise ReadError(f"{endpoint.server}: the kubeconfig's CA cannot be loaded") from error
-    if endpoint.client_pem:
-        fd = os.memfd_create("fleet-client", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, endpoint.client_pem)
-            context.load_cert_chain(f"/proc/self/fd/{fd}")
-        except ssl.SSLError as error:
-            raise ReadError(
-                f"{endpoint.server}: the kubeconfig's client certificate and key cannot be loaded"
-            ) from error
-        finally:
-            os.close(fd)
-    return context
+        return client_tls(endpoint.ca_pem or b"", endpoint.client_pem or b"")
+    except UnusableTLS as error:
+        what = "CA" if error.part == "ca" else "client certificate and key"
+        raise ReadError(f"{endpoint.server}: the kubeconfig's {what} cannot be loaded") from error
 
 
 class _Connection(http.client.HTTPSConnection):
