@@ -13,6 +13,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from prometheus_client import start_http_server
 
+from fleet.api import install
 from fleet.cli.console import Terminal
 from fleet.controller import leader
 from fleet.controller.management import Management
@@ -26,13 +27,12 @@ def _address(value: str) -> tuple[str, int]:
 
 
 def _management_client(kubeconfig: Path | None) -> k8s.ApiClient:
+    configuration = k8s.Configuration()
     if kubeconfig is not None:
         # kopf logs in through the same kubeconfig, found the usual way.
         os.environ["KUBECONFIG"] = str(kubeconfig)
-        configuration = k8s.Configuration()
         k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     else:
-        configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
@@ -47,23 +47,6 @@ def _raise_open_files_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _helm_binary(explicit: str | None) -> str | None:
-    """--helm / $FLEET_HELM, else helm on PATH, else the local fleet's build of it."""
-    if explicit:
-        return explicit
-    found = shutil.which("helm")
-    if found:
-        return found
-    from fleet.devenv.toolchain import TOOLS, plan_build, tools_dir
-
-    tool = next(t for t in TOOLS if t.name == "helm")
-    try:
-        built = plan_build(tool, tools_dir() / tool.name).binary_path
-    except OSError:
-        return None
-    return str(built) if built.exists() else None
 
 
 @click.command()
@@ -94,7 +77,7 @@ def _helm_binary(explicit: str | None) -> str | None:
 )
 @click.option(
     "--leader-election-namespace",
-    default="fleet-system",
+    default=install.DEFAULT_NAMESPACE,
     show_default=True,
     help=f"Namespace of the Lease {leader.LEASE_NAME} that replicas elect a leader with.",
 )
@@ -132,7 +115,7 @@ def controller(
     lease = f"{leader_election_namespace}/{leader.LEASE_NAME}"
     terminal.progress(f"fleet controller {me}: waiting to lead (Lease {lease})")
     leader.wait_for_leadership(api, leader_election_namespace, me)
-    runtime = Runtime(Management(api), metrics, helm=_helm_binary(helm))
+    runtime = Runtime(Management(api), metrics, helm=helm or shutil.which("helm"))
     import kopf  # here, not at the top: `fleet controller --help` should not pay for it
 
     importlib.import_module("fleet.controller.handlers")

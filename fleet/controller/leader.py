@@ -19,8 +19,10 @@ from kubernetes import client as k8s
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
+from fleet.api import install
+
 log = logging.getLogger("fleet.controller")
-LEASE_NAME = "fleet-controller"
+LEASE_NAME = install.NAME
 # A new leader takes over within LEASE_SECONDS of the old one dying; idle, the
 # leader sends two requests (read, renew) every RETRY_SECONDS.
 LEASE_SECONDS = 15

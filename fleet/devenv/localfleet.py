@@ -38,7 +38,7 @@ from fleet.devenv.registry import (
 )
 from fleet.devenv.roles import SUPERVISOR, identify
 from fleet.devenv.state import ClusterInfo, DatacenterInfo, FleetState, load_state, updating
-from fleet.devenv.toolchain import KWOK_STAGES, Toolchain
+from fleet.devenv.toolchain import KWOK_STAGES, Toolchain, built_binary
 from fleet.devenv.topology import ClusterPlan
 from fleet.errors import DevEnvError
 
@@ -567,6 +567,8 @@ def start_controller(state_dir: Path) -> str:
         metrics,
         "--health-address",
         health,
+        "--helm",
+        str(built_binary("helm")),
     ]
     process = processes.start(
         "controller", command, Path(state.state_dir) / "logs" / "controller.log"

@@ -209,6 +209,12 @@ def plan_build(tool: GoTool, module_dir: Path) -> BuildPlan:
     return BuildPlan(tool=tool, version=version, args=args, digest=digest)
 
 
+def built_binary(name: str) -> Path:
+    """Where the local fleet's build of the tool `name` is (or will be, once built)."""
+    tool = next(t for t in TOOLS if t.name == name)
+    return plan_build(tool, tools_dir() / tool.name).binary_path
+
+
 @dataclass(slots=True)
 class Toolchain:
     """Paths of the built binaries and of the Cluster API CRDs."""

@@ -121,6 +121,7 @@ class ControllerProcess:
     def start(self, wait_healthy: bool = True) -> None:
         """Start it; with `wait_healthy`, wait until it leads (only the leader serves /healthz)."""
         from fleet.devenv.processes import PortAllocator
+        from fleet.devenv.toolchain import built_binary
 
         ports = PortAllocator()
         self.metrics_port, health_port = ports.take(), ports.take()
@@ -140,6 +141,8 @@ class ControllerProcess:
                     f"127.0.0.1:{health_port}",
                     "--leader-election-namespace",
                     LEASE_NAMESPACE,
+                    "--helm",
+                    str(built_binary("helm")),
                 ],
                 stdout=output,
                 stderr=subprocess.STDOUT,
