@@ -137,7 +137,8 @@ class AddonOnCluster:
             except KindNotServed:
                 continue
             if len(keys) > 1:
-                present = self.client.names(resource, namespace)
+                listed = self.client.list(resource, namespace=namespace, metadata=True)
+                present = {body["metadata"]["name"]: body["metadata"] for body in listed}
                 metas = {k: present.get(k.name) for k in keys}
             else:
                 live = self.client.get(resource, namespace, keys[0].name)

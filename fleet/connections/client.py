@@ -241,18 +241,6 @@ class ClusterClient:
                 return
             query["continue"] = token
 
-    def names(self, resource: Resource, namespace: str = "") -> dict[str, JSON]:
-        """name -> metadata of every object of a kind in a namespace (metadata only: light)."""
-        what = f"list {resource.plural}"
-        status, body = self.request(
-            "GET",
-            resource.path(namespace),
-            what,
-            accept=METADATA_LIST,
-        )
-        body = self._checked(status, body, what)
-        return {item["metadata"]["name"]: item["metadata"] for item in body.get("items") or []}
-
     def apply(self, resource: Resource, body: JSON, *, force: bool, dry_run: bool = False) -> JSON:
         """Server-side apply as field manager `fleet`."""
         meta = body["metadata"]

@@ -8,7 +8,6 @@ import base64
 import signal
 import socket
 import threading
-import time
 import uuid
 
 import yaml
@@ -68,7 +67,15 @@ def test_a_paused_cluster_is_left_alone_and_catches_up_when_unpaused(tenant: Ten
     )
     # A label change while paused does not remove anything either.
     tenant.label_cluster("gpu-02", {"pause": None})
-    time.sleep(5)  # the controller has seen the label change; nothing may follow from it
+
+    def matched() -> list[str]:
+        body = tenant.custom.get_namespaced_custom_object(
+            GROUP, VERSION, tenant.namespace, "addonprofiles", "paused"
+        )
+        return list((body.get("status") or {}).get("matchedClusters") or [])
+
+    # The controller has seen the label change; nothing may follow from it.
+    wait_until(lambda: matched() == ["gpu-01"], 30, "the profile no longer matching gpu-02")
     live = tenant.config_map("gpu-02", "settings")
     assert live.data["mode"] == "one" and live.metadata.resource_version == before
     assert "gpu-02" in tenant.deployments()
@@ -376,7 +383,7 @@ def test_a_standby_takes_over_when_the_leader_dies(
         assert "fleet_objects_applied_total 0.0" in standby.metrics()
 
         tenant.label_cluster("gpu-01", {"ha": "yes"})
-        many = many_config_maps("ha", 300)
+        many = many_config_maps("ha", 600)
         addon(tenant, "ha", {"many.yaml": many})
         profile(tenant, "ha", [{"name": "ha"}], {"matchLabels": {"ha": "yes"}})
         core = client.CoreV1Api(tenant.workload("gpu-01"))
@@ -387,11 +394,14 @@ def test_a_standby_takes_over_when_the_leader_dies(
         )
         assert "fleet_objects_applied_total 0.0" in standby.metrics()
         leader.stop(signal.SIGKILL)
+        listed = core.list_namespaced_config_map(tenant.target).items
+        applied = sum(c.metadata.name.startswith("ha-") for c in listed)
+        assert applied < 600, "the leader finished before the kill: nothing was left to take over"
         standby.wait_leading(30)
         wait_until(ready_on(tenant, {"gpu-01"}), 120, "the standby finished", tenant.phases)
         found = core.list_namespaced_config_map(tenant.target).items
         ours = {c.metadata.name: c.data for c in found if c.metadata.name.startswith("ha-")}
-        assert ours == {f"ha-{i:04d}": {"i": str(i)} for i in range(300)}
+        assert ours == {f"ha-{i:04d}": {"i": str(i)} for i in range(600)}
     finally:
         for replica in replicas:
             replica.stop(signal.SIGKILL)

@@ -205,7 +205,7 @@ def test_helm_values_template_errors_name_the_values_template():
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("{{ 'x' * 10**9 }}", "over the limit"),
+        ("{{ 'x' * 10**9 }}", "1000000000 items is over the limit of 4194304"),
         ("{{ 2 ** 100000 }}", "over the limit of 1000"),
     ],
 )

@@ -45,6 +45,7 @@ def wait_dead(state: FleetState) -> None:
     deadline = time.monotonic() + 5
     while any(is_running(r) for r in state.processes) and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert not any(is_running(r) for r in state.processes), "a killed process still runs"
 
 
 def test_a_killed_component_comes_back_with_its_command_environment_and_log(fleet):
