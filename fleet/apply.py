@@ -150,7 +150,7 @@ class AddonOnCluster:
                     absent.add(key.name)
         return found
 
-    def apply(self, bodies: Iterable[JSON], *, force: bool = True) -> list[Live]:
+    def apply(self, bodies: Iterable[JSON]) -> list[Live]:
         """Apply in order; CRDs must be Established before the objects that follow them."""
         applied: list[Live] = []
         crds: list[str] = []
@@ -161,7 +161,7 @@ class AddonOnCluster:
                 crds = []
             try:
                 resource = self._resource(body["apiVersion"], body["kind"])
-                result = self.client.apply(resource, body, force=force)
+                result = self.client.apply(resource, body, force=True)
             except (ApiError, KindNotServed) as error:
                 raise ApplyFailed(key, _reason(error), applied) from error
             applied.append(live_object(result))

@@ -159,8 +159,6 @@ class Plan:
     prune: tuple[Live, ...] = ()
     conflicts: tuple[str, ...] = ()
     drift: tuple[str, ...] = ()
-    # Objects re-applied because fleet holds no fingerprint for them (after a restart).
-    refresh: int = 0
     dry_run: tuple[JSON, ...] = ()
     applies_revision: bool = False
 
@@ -179,9 +177,10 @@ def _conflicts(situation: Situation) -> tuple[str, ...]:
     )
 
 
-def _drifted(situation: Situation) -> tuple[list[JSON], list[str], int]:
-    """Desired objects that are missing or changed by someone else; and unknown ones."""
-    changed, notes, unknown = [], [], 0
+def _drifted(situation: Situation) -> tuple[list[JSON], list[str]]:
+    """Desired objects that are missing, changed by someone else, or without a fingerprint
+    (after a restart: re-applied once, a no-op on the server); and notes on the drifted."""
+    changed, notes = [], []
     for body in situation.desired:
         key = ObjectKey.of(body)
         live = situation.live.get(key)
@@ -190,12 +189,11 @@ def _drifted(situation: Situation) -> tuple[list[JSON], list[str], int]:
             notes.append(f"{key} (missing)")
         elif key not in situation.known:
             changed.append(body)
-            unknown += 1
         elif situation.known[key] != live.fingerprint:
             others = [m for m in live.managers if m != FIELD_MANAGER]
             changed.append(body)
             notes.append(f"{key} (changed by {', '.join(others) or 'another writer'})")
-    return changed, notes, unknown
+    return changed, notes
 
 
 def _full_apply(situation: Situation) -> Plan:
@@ -213,7 +211,7 @@ class Continuous:
             return _full_apply(situation)
         if not situation.drift_check:
             return Plan()
-        changed, notes, unknown = _drifted(situation)
+        changed, notes = _drifted(situation)
         conflicts = _conflicts(situation)
         if conflicts:
             return Plan(conflicts=conflicts)
@@ -221,7 +219,6 @@ class Continuous:
             apply=tuple(changed),
             prune=tuple(situation.stale),
             drift=tuple(notes[:DRIFT_SHOWN]),
-            refresh=unknown,
         )
 
 

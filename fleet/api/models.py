@@ -200,6 +200,8 @@ class Cluster:
     topology: JSON
     finalizers: tuple[str, ...] = ()
     resource_version: str = ""
+    # As read: `cluster.x-k8s.io/v1beta2`, or v1beta1 where that is all that is served.
+    api_version: str = ""
 
     @property
     def datacenter(self) -> str:
@@ -243,6 +245,7 @@ def parse_cluster(body: JSON) -> Cluster:
         },
         finalizers=tuple(meta.get("finalizers") or ()),
         resource_version=meta.get("resourceVersion", ""),
+        api_version=str(body.get("apiVersion", "")),
     )
 
 

@@ -72,8 +72,8 @@ class DeploymentMemo:
     # (revision, kubeconfig version) the nodes were read for, the GPU inventory, kubelet version
     facts: tuple[tuple[str, str], GPUInventory, str] | None = None
     health_polls: int = 0
-    # add-on -> (revision, fingerprints of what its chunked apply has applied so far)
-    progress: dict[str, tuple[str, dict[ObjectKey, str]]] = field(default_factory=dict)
+    # add-on -> (revision, what its chunked apply has applied so far)
+    progress: dict[str, tuple[str, set[ObjectKey]]] = field(default_factory=dict)
     failures: int = 0
 
 
@@ -136,6 +136,12 @@ def _entry(before: JSON, name: str, phase: str, message: str, when: str, **extra
         before.get("lastTransitionTime", when) if before.get("phase") == phase else when
     )
     return entry
+
+
+def _warn_on_change(events: list[Event], before: JSON, entry: JSON, reason: str, text: str) -> None:
+    """A Warning for a state an add-on enters, not again for every pass it stays in it."""
+    if (before.get("phase"), before.get("message")) != (entry["phase"], entry["message"]):
+        events.append(("Warning", reason, text))
 
 
 def _previous(status: JSON) -> dict[str, JSON]:
@@ -286,8 +292,10 @@ def _reconcile(
         }
         context = RenderContext(cluster, inputs.datacenter, inventory)
         addons = {name: addon for name, addon in inputs.addons.items() if addon is not None}
+        # The profile's add-ons as read now, too: the revision may lag a profile change.
+        entries = [(e.name, e.values) for e in ordered]
         inputs_digest = digest(
-            [deployment.revision, seen, inventory.as_context(), cluster.endpoint]
+            [deployment.revision, entries, seen, inventory.as_context(), cluster.endpoint]
         )
         if memo.rendered[0] == inputs_digest:
             rendered = memo.rendered[1]
@@ -351,7 +359,8 @@ def _reconcile(
             if addon_found.desired is None:
                 # Its kinds were not served before this pass: an add-on it depends on may
                 # just have installed their CRDs. Prepared again, it goes on the next pass.
-                addon_found.on_cluster.prepare(rendered[entry.name], addon_found.default_namespace)
+                namespace = addons[entry.name].default_namespace
+                addon_found.on_cluster.prepare(rendered[entry.name], namespace)
                 result = _entry(before, entry.name, APPLYING, "its kinds are now served", when)
                 delay: float | None = 1.0
             else:
@@ -371,16 +380,17 @@ def _reconcile(
                     health_poll,
                 )
         except ClusterNotConnected as error:
+            engine.metrics.reachable(meta["namespace"], deployment.cluster, False)
             raise _Stop(UNREACHABLE, str(error), _retry(memo, error)) from error
         except TemporaryError as error:
             result, delay = _entry(before, entry.name, APPLYING, str(error), when), error.delay
         except PermanentError as error:
             result, delay = _entry(before, entry.name, FAILED, str(error), when), None
-            outcome.events.append(("Warning", "Failed", f"{entry.name}: {error}"))
+            _warn_on_change(outcome.events, before, result, "Failed", f"{entry.name}: {error}")
         results[entry.name] = result
         if delay is not None:
             delays.append(delay)
-    _withdraw_removed(client, previous, results, profile, outcome.events)
+    kept = _withdraw_removed(client, previous, results, profile, outcome.events, when)
     if drift_check:
         memo.last_drift_check = time.monotonic()
     unhealthy = any(r["phase"] in (APPLYING, DEGRADED) for r in results.values())
@@ -391,7 +401,8 @@ def _reconcile(
         memo.health_polls = 0
     delays.append(drift_interval(meta["name"], deployment.drift_seconds))
     outcome.requeue = min(delays)
-    return [results[e.name] for e in profile.addons if e.name in results], {"cluster": seen}
+    addons_now = [results[e.name] for e in profile.addons if e.name in results]
+    return addons_now + kept, {"cluster": seen}
 
 
 @dataclass(slots=True)
@@ -399,7 +410,6 @@ class AddonFound:
     """One add-on's objects prepared for its cluster, and the ApplySet record covering them."""
 
     on_cluster: AddonOnCluster
-    default_namespace: str
     # None: a kind of its objects is not served (yet); `covering` is then the old record.
     desired: list[JSON] | None
     record: Record
@@ -430,7 +440,7 @@ def _find_all(
         except KindNotServed:
             desired = None
         covering = record if desired is None else record.covering(desired)
-        found[entry.name] = AddonFound(on_cluster, namespace, desired, record, covering)
+        found[entry.name] = AddonFound(on_cluster, desired, record, covering)
     return found
 
 
@@ -503,8 +513,14 @@ def _reconcile_addon(
             "; ".join(plan.conflicts)
             + ": nothing was applied; set spec.adopt: true on the Addon to take them over"
         )
-        events.append(("Warning", "Conflict", f"{name}: {message}"))
-        return _entry(before, name, FAILED, message, when, applyset=applyset), None
+        result = _entry(before, name, FAILED, message, when, applyset=applyset)
+        _warn_on_change(events, before, result, "Conflict", f"{name}: {message}")
+        return result, None
+    if profile.sync_mode == "DryRun" and not plan.dry_run:
+        # Nothing compared on this pass: the last dry run's verdict stands (its objects
+        # were never applied, so their health says nothing).
+        phase, message = before.get("phase", PENDING), before.get("message", "")
+        return _entry(before, name, phase, message, when, drift=before.get("drift") or []), None
     if plan.dry_run:
         changes = on_cluster.dry_run(plan.dry_run, owned) + list(plan.drift)
         message = f"dry run: {len(changes)} objects would change" if changes else ""
@@ -520,15 +536,16 @@ def _reconcile_addon(
     extra: JSON = {"applyset": applyset}
     found_now = dict(owned)
     if plan.apply:
-        done = memo.progress.get(name, ("", {}))
-        done_here = done[1] if done[0] == revision else {}
+        done_revision, done = memo.progress.get(name, ("", set()))
+        if done_revision != revision:
+            done = set()
         # Objects an earlier pass of this revision applied, and nobody changed since, are done.
         remaining = [
             body
             for body in plan.apply
-            if (key := ObjectKey.of(body)) not in done_here
+            if (key := ObjectKey.of(body)) not in done
             or key not in owned
-            or owned[key].fingerprint != done_here[key]
+            or owned[key].fingerprint != known.get(key)
         ]
         try:
             applied = on_cluster.apply(remaining[: engine.apply_chunk])
@@ -538,14 +555,14 @@ def _reconcile_addon(
             raise
         for live in applied:
             known[live.key] = live.fingerprint
-            done_here[live.key] = live.fingerprint
+            done.add(live.key)
             found_now[live.key] = live
         engine.metrics.applied(len(applied), 0)
         extra["lastAppliedTime"] = when
         if len(remaining) > engine.apply_chunk:
             # A large apply goes on in chunks, each a pass of its own: the worker is free
             # for other deployments in between.
-            memo.progress[name] = (revision, done_here)
+            memo.progress[name] = (revision, done)
             message = f"applied {len(plan.apply) - len(remaining) + len(applied)} of "
             message += f"{len(plan.apply)} objects"
             return _entry(before, name, APPLYING, message, when, **extra), 0.0
@@ -587,27 +604,32 @@ def _withdraw_removed(
     results: dict[str, JSON],
     profile: Profile,
     events: list[Event],
-) -> None:
-    """Delete the objects of add-ons that left the profile (unless the policy orphans them)."""
+    when: str,
+) -> list[JSON]:
+    """Delete the objects of add-ons that left the profile (unless the policy orphans them).
+
+    A dry run deletes nothing: it returns their entries, kept in the status with their
+    ApplySet records until a sync mode that applies withdraws them.
+    """
+    kept = []
     for name, entry in previous.items():
         if name in results or not entry.get("applyset"):
             continue
-        if profile.cleanup_policy == "Orphan":
+        if profile.sync_mode == "DryRun":
+            message = "left the profile: dry run, its objects would be deleted"
+            kept.append(_entry(entry, name, PENDING, message, when))
+        elif profile.cleanup_policy == "Orphan":
             events.append(("Normal", "Orphaned", f"{name} left the profile; objects kept"))
-            continue
-        deleted = _delete_owned(client, entry["applyset"])
-        events.append(
-            ("Normal", "Withdrawn", f"{name} left the profile: deleted {len(deleted)} objects")
-        )
+        else:
+            deleted = _delete_owned(client, entry["applyset"])
+            message = f"{name} left the profile: deleted {len(deleted)} objects"
+            events.append(("Normal", "Withdrawn", message))
+    return kept
 
 
 def _delete_owned(client: ClusterClient, applyset: JSON) -> list[ObjectKey]:
     on_cluster = AddonOnCluster(client, applyset["id"], "")
-    try:
-        owned = on_cluster.owned(Record.from_json(applyset))
-    except KindNotServed:
-        return []
-    return on_cluster.delete(owned.values())
+    return on_cluster.delete(on_cluster.owned(Record.from_json(applyset)).values())
 
 
 def cleanup(engine: Engine, inputs: Inputs, grace_seconds: float) -> str:

@@ -104,12 +104,25 @@ def deployments(namespace: Any, name: str, body: kopf.Body, **_: Any) -> dict[Ha
 
 @kopf.index(GROUP, VERSION, "addondeployments")
 def deployments_by_owner(namespace: Any, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
-    spec = body.get("spec") or {}
-    name = body["metadata"]["name"]
-    return {
-        ("profile", namespace, spec.get("profile", "")): name,
-        ("cluster", namespace, spec.get("cluster", "")): name,
-    }
+    """Deployments a profile made (its controller reference), by profile and by cluster.
+
+    Only these are ever updated or deleted by a profile or a Cluster's deletion: an
+    AddonDeployment written by hand is left to whoever wrote it.
+    """
+    meta = body["metadata"]
+    profile = next(
+        (
+            ref["name"]
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("controller") and ref.get("kind") == "AddonProfile"
+        ),
+        None,
+    )
+    if profile is None:
+        return {}
+    cluster = (body.get("spec") or {}).get("cluster", "")
+    name = meta["name"]
+    return {("profile", namespace, profile): name, ("cluster", namespace, cluster): name}
 
 
 def _copy(body: kopf.Body) -> dict[str, Any]:

@@ -66,6 +66,9 @@ def release(api: k8s.ApiClient, namespace: str, me: str) -> None:
     try:
         lease = leases.read_namespaced_lease(LEASE_NAME, namespace)
         if lease.spec.holder_identity == me:
-            leases.patch_namespaced_lease(LEASE_NAME, namespace, {"spec": {"holderIdentity": None}})
+            # An update of what was read: refused (409) if another replica took it meanwhile,
+            # and within the Role's verbs (get, create, update).
+            lease.spec.holder_identity = None
+            leases.replace_namespaced_lease(LEASE_NAME, namespace, lease)
     except (k8s.ApiException, OSError) as error:
         log.warning("could not release the Lease %s/%s: %s", namespace, LEASE_NAME, error)

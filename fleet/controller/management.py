@@ -18,6 +18,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from fleet.api import CAPI_GROUP, GROUP, VERSION
+from fleet.api.models import Cluster
 from fleet.render.helm import RegistryAccess
 
 JSON = dict[str, Any]
@@ -25,11 +26,9 @@ TIMEOUT = (5.0, 30.0)
 
 
 class Management:
-    def __init__(self, api: k8s.ApiClient, capi_version: str = "v1beta2") -> None:
-        self.api = api
+    def __init__(self, api: k8s.ApiClient) -> None:
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
-        self.capi_version = capi_version
         self.host = socket.gethostname()
 
     def create(self, plural: str, namespace: str, body: JSON) -> None:
@@ -71,22 +70,33 @@ class Management:
                 raise
 
     def set_finalizers(self, plural: str, meta: JSON, finalizers: list[str]) -> bool:
+        """Replace the finalizers of one of fleet's objects (see `_set_finalizers`)."""
+        return self._set_finalizers(GROUP, VERSION, plural, meta, finalizers)
+
+    def set_cluster_finalizers(self, cluster: Cluster, finalizers: list[str]) -> bool:
+        """Replace a Cluster's finalizers, in the API version it was read in."""
+        group, _, version = cluster.api_version.rpartition("/")
+        meta = {
+            "namespace": cluster.namespace,
+            "name": cluster.name,
+            "resourceVersion": cluster.resource_version,
+        }
+        return self._set_finalizers(
+            group or CAPI_GROUP, version or "v1beta2", "clusters", meta, finalizers
+        )
+
+    def _set_finalizers(
+        self, group: str, version: str, plural: str, meta: JSON, finalizers: list[str]
+    ) -> bool:
         """Replace an object's finalizers, guarded by the resourceVersion it was read at.
 
-        `plural` is "clusters" (Cluster API) or one of fleet's. Returns False when
-        the object changed or went since it was read (the caller looks again).
+        Returns False when the object changed or went since it was read (the caller
+        looks again). JSON patch `add` sets the field whether or not it exists.
         """
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-            {
-                "op": "replace" if meta.get("finalizers") is not None else "add",
-                "path": "/metadata/finalizers",
-                "value": finalizers,
-            },
+            {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
         ]
-        group, version = (
-            (CAPI_GROUP, self.capi_version) if plural == "clusters" else (GROUP, VERSION)
-        )
         try:
             self.custom.patch_namespaced_custom_object(
                 group,

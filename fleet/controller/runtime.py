@@ -217,15 +217,8 @@ class Runtime:
             log.info("deleting AddonDeployment %s/%s: cluster no longer selected", namespace, name)
         retry = None
         for cluster in decision.finalize:
-            cluster_meta = {
-                "namespace": cluster.namespace,
-                "name": cluster.name,
-                "resourceVersion": cluster.resource_version,
-                "finalizers": list(cluster.finalizers),
-            }
-            if not self.management.set_finalizers(
-                "clusters", cluster_meta, [*cluster.finalizers, CLUSTER_FINALIZER]
-            ):
+            finalizers = [*cluster.finalizers, CLUSTER_FINALIZER]
+            if not self.management.set_cluster_finalizers(cluster, finalizers):
                 retry = 1.0
         current = body.get("status") or {}
         patch = selecting.status_patch(current, decision.status)
@@ -361,14 +354,8 @@ class Runtime:
                 )
         if remaining or CLUSTER_FINALIZER not in cluster.finalizers:
             return None
-        meta = {
-            "namespace": cluster.namespace,
-            "name": cluster.name,
-            "resourceVersion": cluster.resource_version,
-            "finalizers": list(cluster.finalizers),
-        }
         left = [f for f in cluster.finalizers if f != CLUSTER_FINALIZER]
-        return None if self.management.set_finalizers("clusters", meta, left) else 1.0
+        return None if self.management.set_cluster_finalizers(cluster, left) else 1.0
 
     # Helpers
 
