@@ -10,13 +10,12 @@ from typing import Any
 
 import click
 
-from fleet.api import CAPI_GROUP, GROUP, VERSION
+from fleet.api import GROUP, VERSION
 from fleet.cli.console import Terminal, columns
 from fleet.cli.status import status_table
 from fleet.devenv import components, localfleet
 from fleet.devenv.components import ComponentStatus
-from fleet.devenv.controlplane import recorded_plane
-from fleet.devenv.kubeapi import KubeAPI, wait_for
+from fleet.devenv.kubeapi import wait_for
 from fleet.devenv.restarts import load_restarts
 from fleet.devenv.roles import SUPERVISOR
 from fleet.devenv.state import FleetState, load_state
@@ -24,6 +23,10 @@ from fleet.devenv.toolchain import TOOLS, Toolchain, cache_dir, ensure_toolchain
 from fleet.devenv.topology import plan_fleet
 from fleet.errors import DevEnvError, FleetError
 from fleet.fleetview import rows
+from fleet.sources import ReadError
+from fleet.sources.kubeconfig import load_endpoint
+from fleet.sources.management import clusters, collection, deployments
+from fleet.sources.reader import Reader
 
 state_dir_option = click.option(
     "--state-dir",
@@ -384,31 +387,30 @@ def _kubectl_apply(toolchain: Toolchain, state: FleetState, path: Path) -> None:
 
 
 def _wait_converged(terminal: Terminal, state: FleetState) -> str:
-    """Wait until every AddonProfile's clusters are all Ready; returns `fleet status`'s table."""
-    management = KubeAPI(
-        recorded_plane(
-            Path(state.state_dir), "management", state.management_server
-        ).admin_credentials
-    )
+    """Wait until every AddonProfile's clusters are all Ready; returns `fleet status`'s table.
+
+    Read the way `fleet status` reads (`fleet.sources`), through the management kubeconfig.
+    """
+    reader = Reader(load_endpoint(Path(state.management_kubeconfig)))
     terminal.progress("waiting for the add-ons to be Ready")
     started = time.monotonic()
 
-    def items(group: str, version: str, plural: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = management.get(f"/apis/{group}/{version}/{plural}")["items"]
-        return found
-
     def converged() -> bool:
-        profiles = items(GROUP, VERSION, "addonprofiles")
+        try:
+            profiles = reader.list(collection(GROUP, VERSION, "addonprofiles", None)) or []
+        except ReadError:  # e.g. 429 while a CRD's storage initializes: look again
+            return False
         summaries = [(p.get("status") or {}).get("summary") or {} for p in profiles]
         return bool(profiles) and all(
             s.get("matched", 0) > 0 and s.get("ready") == s.get("matched") for s in summaries
         )
 
-    wait_for(converged, what="the sample add-ons to be Ready", timeout=CONVERGE_TIMEOUT)
-    terminal.progress(f"add-ons Ready in {time.monotonic() - started:.1f}s")
-    found = rows(
-        items(CAPI_GROUP, "v1beta2", "clusters"), items(GROUP, VERSION, "addondeployments")
-    )
+    try:
+        wait_for(converged, what="the sample add-ons to be Ready", timeout=CONVERGE_TIMEOUT)
+        terminal.progress(f"add-ons Ready in {time.monotonic() - started:.1f}s")
+        found = rows(clusters(reader, None), deployments(reader, None))
+    finally:
+        reader.close()
     return columns(status_table(found, namespaced=True))
 
 

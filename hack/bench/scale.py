@@ -4,9 +4,9 @@
 Usage:
     python3 hack/bench/scale.py [--clusters 100 300 1000] [--idle-minutes 5] [--json FILE]
 
-hack/bench/controller.py starts one real workload plane per cluster, which
-stops at about 20 clusters on a small machine. This benchmark asks how the
-controller itself scales with the number of Clusters it manages, so it gives
+One real workload plane per cluster stops at about 20 clusters on a small
+machine. This benchmark asks how the controller itself scales with the number
+of Clusters it manages, so it gives
 each of N Cluster API Clusters its own kubeconfig Secret but points them, round
 robin, at the few real workload planes of one local fleet (3 by default).
 Every add-on object is rendered into a namespace named after its cluster, so N
@@ -62,6 +62,7 @@ from typing import Any
 
 import urllib3
 
+from fleet.devenv.controlplane import recorded_plane
 from fleet.devenv.kubeapi import APIStatusError, Credentials, KubeAPI
 from fleet.devenv.processes import PortAllocator, is_running, signal_group
 from fleet.devenv.state import FleetState, load_state
@@ -76,7 +77,6 @@ SYSTEM_NAMESPACE = "fleet-system"  # where the controller keeps its leader-elect
 PROFILE = "scale"
 LEASE = "fleet-controller"
 BENCH_LABEL = "fleet.mlops.dev/bench"
-LEADER_ELECTION_FLAG = "--leader-election-namespace"
 
 POLL_SECONDS = 2.0
 IDLE_SAMPLE_SECONDS = 30.0
@@ -144,14 +144,9 @@ Requests = Counter[RequestKey]
 class Plane:
     """One API server of the local fleet, reached with its admin client certificate."""
 
-    def __init__(self, name: str, server: str, pki: Path) -> None:
+    def __init__(self, state: FleetState, name: str, server: str) -> None:
         self.name = name
-        self.credentials = Credentials(
-            server=server,
-            ca_file=pki / "ca.crt",
-            cert_file=pki / "admin.crt",
-            key_file=pki / "admin.key",
-        )
+        self.credentials = recorded_plane(Path(state.state_dir), name, server).admin_credentials
         self.api = KubeAPI(self.credentials, timeout=API_TIMEOUT)
         context = ssl.create_default_context(cafile=str(self.credentials.ca_file))
         context.load_cert_chain(str(self.credentials.cert_file), str(self.credentials.key_file))
@@ -389,22 +384,10 @@ def nofile_limits(pid: int) -> tuple[str, str]:
     return "?", "?"
 
 
-def controller_flags() -> list[str]:
-    """Flags that only some versions of `fleet controller` take, when this one lists them."""
-    shown = subprocess.run(
-        [sys.executable, "-m", "fleet", "controller", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout
-    return [LEADER_ELECTION_FLAG, SYSTEM_NAMESPACE] if LEADER_ELECTION_FLAG in shown else []
-
-
 class Controller:
     """`fleet controller` as a user runs it, in its own session, its output in a log file."""
 
-    def __init__(self, kubeconfig: str, log_file: Path, extra: list[str]) -> None:
+    def __init__(self, kubeconfig: str, log_file: Path) -> None:
         ports = PortAllocator()
         self.metrics = f"127.0.0.1:{ports.take()}"
         self.health = f"127.0.0.1:{ports.take()}"
@@ -420,7 +403,8 @@ class Controller:
             self.metrics,
             "--health-address",
             self.health,
-            *extra,
+            "--leader-election-namespace",
+            SYSTEM_NAMESPACE,
         ]
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
@@ -804,7 +788,6 @@ class SizeRun:
         workloads: list[Plane],
         templates: list[ClusterTemplate],
         options: Options,
-        extra_flags: list[str],
     ) -> None:
         self.n = clusters
         self.namespace = f"scale-{clusters}"
@@ -818,7 +801,6 @@ class SizeRun:
         self.controller = Controller(
             state.management_kubeconfig,
             options.log_dir / f"controller-{self.namespace}.log",
-            extra_flags,
         )
         # This script's own requests while converging, taken off the counts.
         self.own_lists = self.own_lease_reads = 0
@@ -1436,9 +1418,8 @@ def bring_down(state_dir: Path) -> None:
 
 
 def planes_of(state: FleetState) -> tuple[Plane, list[Plane]]:
-    root = Path(state.state_dir) / "planes"
-    management = Plane("management", state.management_server, root / "management" / "pki")
-    workloads = [Plane(c.name, c.server, root / c.name / "pki") for c in state.clusters]
+    management = Plane(state, "management", state.management_server)
+    workloads = [Plane(state, c.name, c.server) for c in state.clusters]
     return management, workloads
 
 
@@ -1803,14 +1784,12 @@ def main(argv: list[str] | None = None) -> int:
         others = foreign_profiles(management.api)
         if others:
             log(f"warning: the controller will also work these profiles: {', '.join(others)}")
-        extra = controller_flags()
         templates = cluster_templates(management.api, fleet.state)
-        flags = " ".join(extra) or "(none beyond the addresses)"
-        log(f"controller flags: {flags}; logs in {log_dir}")
+        log(f"controller logs in {log_dir}")
         for clusters in options.sizes:
             per_plane = math.ceil(clusters / len(workloads))
             capacity.ensure(workloads, per_plane + 20)
-            run = SizeRun(clusters, fleet.state, management, workloads, templates, options, extra)
+            run = SizeRun(clusters, fleet.state, management, workloads, templates, options)
             try:
                 results.append(run.run())
             except KeyboardInterrupt:
