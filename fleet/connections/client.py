@@ -3,25 +3,36 @@
 A thin client rather than the `kubernetes` package's DynamicClient: that one
 downloads the whole discovery tree of every cluster and keeps it in memory
 (about a megabyte per cluster), and builds a connection pool of its own per
-client. Here discovery is lazy, per group-version actually used, and every
-cluster gets one small urllib3 connection pool, used directly: a PoolManager
-in front of it parses every URL again and costs about as much CPU as the
-request itself (0.9 against 0.5 ms for a GET /version, measured). Errors
-say what they are: a cluster that cannot be reached, a server that is no
-Kubernetes API, or a refusal with the server's own reason, naming the object.
+client. Here discovery is lazy, per group-version actually used.
+
+Requests go through libcurl (pycurl), not urllib3: a drift check is a handful
+of small requests, and urllib3 over http.client spends most of their CPU
+parsing headers and chunked bodies in Python. Measured on a local API server,
+a GET /version costs 0.20 ms of CPU with curl against 0.5 ms with urllib3, a
+LIST of three Nodes 0.43 against 1.5 ms (HTTP/1.1; HTTP/2 costs about a
+quarter more without watches to multiplex). Each cluster's connections live
+in a curl share of its own, so closing the client closes them; the curl
+handles that carry requests belong to the worker threads (each holds two
+eventfds), so no file stays open per cluster beyond its connections.
+
+Errors say what they are: a cluster that cannot be reached, a server that is
+no Kubernetes API, or a refusal with the server's own reason, naming the object.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import orjson
-import urllib3
+import pycurl
 
 from fleet.api import FIELD_MANAGER
 from fleet.connections.kubeconfig import Endpoint
@@ -29,7 +40,9 @@ from fleet.errors import PermanentError, TemporaryError
 
 JSON = dict[str, Any]
 CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = 30.0
+# A request that receives nothing for this long has failed (curl's low-speed limit).
+READ_TIMEOUT = 30
+# Requests in flight to one cluster at once, so connections to it at most.
 POOL_SIZE = 4
 PAGE = 500
 BUSY = (429, 500, 502, 503, 504)
@@ -81,39 +94,73 @@ def describe(kind: str, namespace: str, name: str) -> str:
     return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
 
 
-def unreachable_reason(error: BaseException) -> str:
-    """One line for a connection failure (urllib3's messages nest several levels deep)."""
-    text = str(getattr(error, "reason", None) or error)
-    if "Connection refused" in text:
-        return "connection refused"
-    if "timed out" in text.lower():
-        return "connection timed out"
-    if "CERTIFICATE_VERIFY_FAILED" in text:
+def unreachable_reason(code: int, message: str, os_errno: int = 0) -> str:
+    """One line for a curl transport failure (`os_errno`: the socket's, when it had one)."""
+    if os_errno:
+        return os.strerror(os_errno).lower()
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        return "connection timed out" if "connect" in message.lower() else "no answer in time"
+    if code == pycurl.E_PEER_FAILED_VERIFICATION:
         return "TLS certificate verification failed"
-    return text.split(": ", 1)[-1][:200]
+    return message[:200] or f"curl error {code}"
+
+
+_THREAD = threading.local()
+
+
+_EVERY_REQUEST: tuple[tuple[int, Any], ...] = (
+    (pycurl.NOSIGNAL, 1),
+    (pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1),
+    (pycurl.PROXY, ""),  # as before: no proxy from the environment
+    (pycurl.CONNECTTIMEOUT_MS, int(CONNECT_TIMEOUT * 1000)),
+    (pycurl.LOW_SPEED_LIMIT, 1),
+    (pycurl.LOW_SPEED_TIME, READ_TIMEOUT),
+)
+
+
+def _thread_handle() -> pycurl.Curl:
+    """This thread's curl handle, reused for every cluster (options are set per request)."""
+    handle: pycurl.Curl | None = getattr(_THREAD, "curl", None)
+    if handle is None:
+        handle = _THREAD.curl = pycurl.Curl()
+    return handle
+
+
+def _tls_options(endpoint: Endpoint) -> list[tuple[int, Any]]:
+    """Verify the server against the kubeconfig's CA (the system's, as Python's ssl finds
+    them, when it has none) and present its client certificate, all from memory."""
+    options: list[tuple[int, Any]] = [(pycurl.SSL_VERIFYPEER, 1), (pycurl.SSL_VERIFYHOST, 2)]
+    if endpoint.ca_pem:
+        options.append((pycurl.CAINFO_BLOB, endpoint.ca_pem))
+    else:
+        system = ssl.get_default_verify_paths()
+        options += [(pycurl.CAINFO, system.cafile)] if system.cafile else []
+        options += [(pycurl.CAPATH, system.capath)] if system.capath else []
+    if endpoint.cert_pem:
+        options += [
+            (pycurl.SSLCERT_BLOB, endpoint.cert_pem),
+            (pycurl.SSLKEY_BLOB, endpoint.key_pem),
+        ]
+    return options
 
 
 class ClusterClient:
-    """One workload cluster's API: a small connection pool and lazy discovery."""
+    """One workload cluster's API: its own connections (at most POOL_SIZE) and lazy discovery."""
 
     def __init__(self, cluster: str, endpoint: Endpoint) -> None:
         self.cluster = cluster
         self.server = endpoint.server
-        self._headers = {"Accept": "application/json", "User-Agent": "fleet-controller"}
+        # "Expect:" with no value: curl would otherwise wait for a 100 Continue on big bodies.
+        self._headers = ["User-Agent: fleet-controller", "Expect:"]
         if endpoint.token:
-            self._headers["Authorization"] = f"Bearer {endpoint.token}"
-        url = urlsplit(endpoint.server)
-        # A server may sit under a path (an authenticating proxy's): requests go below it.
-        self._prefix = url.path.rstrip("/")
-        self._pool = urllib3.HTTPSConnectionPool(
-            url.hostname or "",
-            url.port or 443,
-            maxsize=POOL_SIZE,
-            block=True,
-            ssl_context=endpoint.tls,
-            retries=False,
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
-        )
+            self._headers.append(f"Authorization: Bearer {endpoint.token}")
+        self._tls = _tls_options(endpoint)
+        self._share = pycurl.CurlShare()
+        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_CONNECT)
+        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
+        self._slots = threading.BoundedSemaphore(POOL_SIZE)
+        self._in_flight = 0
+        self._closing = False
         self._discovered: dict[str, dict[str, Resource]] = {}
         self._lock = threading.Lock()
         # What the last request taught: read by the cache's health probe.
@@ -121,7 +168,36 @@ class ClusterClient:
         self.last_success = 0.0
 
     def close(self) -> None:
-        self._pool.close()
+        """Close the cluster's connections once no request uses them; later requests still work,
+        each on a connection of its own that is closed after it."""
+        with self._lock:
+            self._closing = True
+            idle = self._in_flight == 0
+        if idle:
+            self._share.close()
+
+    def _use(self, handle: pycurl.Curl) -> bool:
+        """Point this thread's handle at the cluster's connections; False once the client is
+        closed (the request then gets a connection of its own, closed after it)."""
+        with self._lock:
+            shared = not self._closing
+            self._in_flight += shared
+        for option, value in (*_EVERY_REQUEST, *self._tls):
+            handle.setopt(option, value)
+        if shared:
+            handle.setopt(pycurl.SHARE, self._share)
+        else:
+            handle.setopt(pycurl.FORBID_REUSE, 1)
+        return shared
+
+    def _release(self, shared: bool) -> None:
+        if not shared:
+            return
+        with self._lock:
+            self._in_flight -= 1
+            last = self._closing and self._in_flight == 0
+        if last:
+            self._share.close()
 
     def request(
         self,
@@ -135,31 +211,45 @@ class ClusterClient:
         accept: str = "",
     ) -> tuple[int, JSON]:
         """Send one request; returns (status, decoded JSON). Raises on transport failures."""
-        url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
-        headers = dict(self._headers)
-        if accept:
-            headers["Accept"] = accept
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = orjson.dumps(body)
-        try:
-            response = self._pool.urlopen(method, url, body=data, headers=headers)
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            self.connected = False
-            raise ClusterNotConnected(self.cluster, unreachable_reason(error)) from error
+        url = self.server + path + (f"?{urlencode(query)}" if query else "")
+        headers = [*self._headers, f"Accept: {accept or 'application/json'}"]
+        answer = io.BytesIO()
+        with self._slots:
+            handle = _thread_handle()
+            shared = self._use(handle)
+            try:
+                handle.setopt(pycurl.URL, url)
+                handle.setopt(pycurl.CUSTOMREQUEST, method)
+                if body is not None:
+                    headers.append(f"Content-Type: {content_type}")
+                    handle.setopt(pycurl.POSTFIELDS, orjson.dumps(body))
+                handle.setopt(pycurl.HTTPHEADER, headers)
+                handle.setopt(pycurl.WRITEDATA, answer)
+                handle.perform()
+                status = int(handle.getinfo(pycurl.RESPONSE_CODE))
+                answer_type = handle.getinfo(pycurl.CONTENT_TYPE) or "no content type"
+            except pycurl.error as error:
+                self.connected = False
+                code, message = int(error.args[0]), str(error.args[-1])
+                reason = unreachable_reason(code, message, handle.getinfo(pycurl.OS_ERRNO))
+                raise ClusterNotConnected(self.cluster, reason) from error
+            finally:
+                if shared:
+                    handle.unsetopt(pycurl.SHARE)  # the connection stays in the share
+                handle.reset()
+                self._release(shared)
         self.connected, self.last_success = True, time.monotonic()
+        data = answer.getvalue()
         try:
-            decoded = orjson.loads(response.data) if response.data else {}
+            decoded = orjson.loads(data) if data else {}
         except orjson.JSONDecodeError as error:
             raise NotKubernetes(
-                f"{self.cluster}: {what}: the server answered HTTP {response.status} "
-                f"({response.headers.get('Content-Type', 'no content type')}), "
-                "not Kubernetes JSON: is the kubeconfig's server an API server?"
+                f"{self.cluster}: {what}: the server answered HTTP {status} "
+                f"({answer_type}), not Kubernetes JSON: is the kubeconfig's server an API server?"
             ) from error
         if not isinstance(decoded, dict):
             raise NotKubernetes(f"{self.cluster}: {what}: the answer is not a JSON object")
-        return response.status, decoded
+        return status, decoded
 
     def _checked(self, status: int, body: JSON, what: str) -> JSON:
         if status < 300:

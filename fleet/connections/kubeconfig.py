@@ -2,10 +2,12 @@
 
 Only `https` servers, always verified; a kubeconfig that turns verification
 off or points at plain `http` is refused before anything is sent. Keys stay
-in memory: Python's ssl can only load a client certificate from a path, so
-it is written to an anonymous memfd, loaded, and the file closed at once: no
-file stays open per cluster. `client_tls` is shared with `fleet status`'s
-reader, so both trust exactly the same certificates.
+in memory. The CA and client certificate are tried once with Python's ssl
+(`client_tls`, shared with `fleet status`'s reader) so that an unusable one
+is refused here, with the field that holds it, not at the first request.
+Python's ssl can only load a client certificate from a path, so it is
+written to an anonymous memfd, loaded, and the file closed at once: no file
+stays open per cluster.
 """
 
 from __future__ import annotations
@@ -34,10 +36,15 @@ class BadKubeconfig(PermanentError):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where a cluster's API is and how to authenticate to it (never logged)."""
+    """Where a cluster's API is and how to authenticate to it (never logged).
+
+    PEM bytes: `ca_pem` empty means the system's CAs; `cert_pem` and `key_pem` are the
+    client certificate, empty when a token authenticates."""
 
     server: str
-    tls: ssl.SSLContext
+    ca_pem: bytes = b""
+    cert_pem: bytes = b""
+    key_pem: bytes = b""
     token: str = ""
 
     def __repr__(self) -> str:
@@ -119,13 +126,13 @@ def parse_kubeconfig(cluster: str, text: str) -> Endpoint:
     ca = b""
     if server.get("certificate-authority-data"):
         ca = _decode(server["certificate-authority-data"], "certificate-authority-data", cluster)
-    client = b""
+    cert = key = b""
     if has_certificate:
         cert = _decode(user["client-certificate-data"], "client-certificate-data", cluster)
-        client = cert + b"\n" + _decode(user["client-key-data"], "client-key-data", cluster)
+        key = _decode(user["client-key-data"], "client-key-data", cluster)
     try:
-        context = client_tls(ca, client)
+        client_tls(ca, cert + b"\n" + key if cert else b"")
     except UnusableTLS as error:
         what = "certificate-authority-data" if error.part == "ca" else "client certificate or key"
         raise BadKubeconfig(cluster, f"{what} is unusable: {error}") from error
-    return Endpoint(server=url.rstrip("/"), tls=context, token=str(user.get("token") or ""))
+    return Endpoint(url.rstrip("/"), ca, cert, key, str(user.get("token") or ""))

@@ -95,13 +95,14 @@ def wait_for_processes(state_dir: Path, count: int) -> FleetState:
 def test_ctrl_c_during_up_stops_everything_it_started(tmp_path):
     state_dir = tmp_path / "fleet"
     up = start_up_in_background(state_dir)
-    wait_for_processes(state_dir, 4)
+    # Early (etcd and the registries), so that the signal surely lands while `up` still runs.
+    wait_for_processes(state_dir, 2)
     up.send_signal(signal.SIGINT)
     _, stderr = up.communicate(timeout=60)
     assert up.returncode == 130
     assert "error: interrupted; every process started so far was stopped" in stderr
     state = load_state(state_dir)
-    assert len(state.processes) >= 4
+    assert len(state.processes) >= 2
     assert not any(is_running(record) for record in state.processes)
 
 

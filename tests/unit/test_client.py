@@ -3,6 +3,7 @@
 import json
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -32,8 +33,19 @@ def status(code: int, reason: str, message: str) -> bytes:
 def server(tmp_path):
     """An HTTPS server whose answer each test sets: (code, content type, body)."""
     answer = {"value": (200, "application/json", b"{}")}
+    connections = {"opened": 0, "closed": 0}
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keeps connections open, as an API server does
+
+        def setup(self):
+            super().setup()
+            connections["opened"] += 1
+
+        def finish(self):
+            super().finish()
+            connections["closed"] += 1
+
         def _answer(self):
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
@@ -56,9 +68,10 @@ def server(tmp_path):
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    tls.load_verify_locations(cadata=CA.cert_pem.decode())
-    client = ClusterClient("gpu-01", Endpoint(f"https://127.0.0.1:{httpd.server_port}", tls))
+    client = ClusterClient(
+        "gpu-01", Endpoint(f"https://127.0.0.1:{httpd.server_port}", ca_pem=CA.cert_pem)
+    )
+    answer["connections"] = connections
     yield client, answer
     httpd.shutdown()
     client.close()
@@ -112,9 +125,35 @@ def test_delete_by_uid_reports_an_object_that_is_gone_or_another_one(server):
 
 
 def test_a_refused_connection_is_an_unreachable_cluster():
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    tls.load_verify_locations(cadata=CA.cert_pem.decode())
-    client = ClusterClient("gpu-09", Endpoint("https://127.0.0.1:9", tls))
+    client = ClusterClient("gpu-09", Endpoint("https://127.0.0.1:9", ca_pem=CA.cert_pem))
     with pytest.raises(ClusterNotConnected, match="gpu-09: connection refused"):
         client.version()
     assert client.connected is False
+
+
+def test_a_server_certificate_from_another_ca_is_refused(server):
+    client, _ = server
+    stranger = ClusterClient("gpu-01", Endpoint(client.server, ca_pem=new_ca("other").cert_pem))
+    with pytest.raises(ClusterNotConnected, match="gpu-01: TLS certificate verification failed"):
+        stranger.version()
+    stranger.close()
+
+
+def test_a_closed_client_holds_no_connection_and_still_answers(server):
+    client, answer = server
+    answer["value"] = (200, "application/json", b'{"gitVersion": "v1.35.0"}')
+    connections = answer["connections"]
+    client.version()
+    client.version()
+    assert connections == {"opened": 1, "closed": 0}  # one connection, kept and reused
+    client.close()
+    wait_until(lambda: connections["closed"] == 1)
+    assert client.version() == "v1.35.0"
+    wait_until(lambda: connections == {"opened": 2, "closed": 2})  # not kept after close
+
+
+def wait_until(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
