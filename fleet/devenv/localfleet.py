@@ -10,14 +10,16 @@ supervisor behind that restarts whatever dies (fleet/devenv/supervisor.py).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
+import signal
 import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +94,33 @@ class _Startup:
             if reason:
                 return reason
         return None
+
+
+@contextlib.contextmanager
+def _interrupt_aborts(startup: _Startup) -> Iterator[None]:
+    """Ctrl-C aborts start-up at its next check instead of raising wherever the main thread
+    is: a KeyboardInterrupt between starting a process and recording it would leave that
+    process running unrecorded. KeyboardInterrupt is raised once start-up has stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = threading.Event()
+
+    def abort(_signum: int, _frame: object) -> None:
+        interrupted.set()
+        startup.aborted.set()
+
+    previous = signal.signal(signal.SIGINT, abort)
+    try:
+        yield
+    except Exception:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def _elapsed(since: float) -> str:
@@ -398,7 +427,8 @@ def up(
     bringup = _Bringup(state, toolchain, report)
     names = sorted({plan.datacenter for plan in plans})
     try:
-        bringup.run(plans, names)
+        with _interrupt_aborts(bringup.startup):
+            bringup.run(plans, names)
         state.ready = True
         state.startup_seconds = round(time.monotonic() - bringup.began, 1)
         # Saved first: a supervisor that finds no ready fleet exits at once.
