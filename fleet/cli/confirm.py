@@ -9,17 +9,15 @@ clusters, so a later, different removal waits again.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from fleet.api import CONFIRM_REMOVAL_ANNOTATION, GROUP, VERSION
 from fleet.cli.console import Terminal
-from fleet.cli.options import kubeconfig_option, management_client
+from fleet.cli.options import ManagementAccess, management_options
 
 
 @click.command("confirm-removal")
-@kubeconfig_option
+@management_options
 @click.option(
     "-n", "--namespace", default="default", show_default=True, help="The profile's namespace."
 )
@@ -27,12 +25,12 @@ from fleet.cli.options import kubeconfig_option, management_client
 @click.argument("profile")
 @click.pass_obj
 def confirm_removal(
-    terminal: Terminal, kubeconfig: Path | None, namespace: str, yes: bool, profile: str
+    terminal: Terminal, management: ManagementAccess, namespace: str, yes: bool, profile: str
 ) -> None:
     """Confirm the removal of add-ons that PROFILE holds back for a human."""
     from kubernetes import client as k8s
 
-    custom = k8s.CustomObjectsApi(management_client(kubeconfig))
+    custom = k8s.CustomObjectsApi(management.client())
     try:
         body = custom.get_namespaced_custom_object(
             GROUP, VERSION, namespace, "addonprofiles", profile

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 from kubernetes import config as k8s_config
@@ -14,7 +13,7 @@ from urllib3.exceptions import HTTPError
 from fleet.api import FIELD_MANAGER
 from fleet.api.install import DEFAULT_IMAGE, DEFAULT_NAMESPACE, manifests
 from fleet.cli.console import Terminal
-from fleet.cli.options import kubeconfig_option, management_client
+from fleet.cli.options import ManagementAccess, management_options
 from fleet.health import health
 from fleet.order import apply_sorted
 
@@ -22,7 +21,7 @@ ESTABLISH_SECONDS = 30.0
 
 
 @click.command()
-@kubeconfig_option
+@management_options
 @click.option(
     "--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace of the controller."
 )
@@ -35,7 +34,7 @@ ESTABLISH_SECONDS = 30.0
 )
 @click.pass_obj
 def install(
-    terminal: Terminal, kubeconfig: Path | None, namespace: str, image: str, output: str | None
+    terminal: Terminal, management: ManagementAccess, namespace: str, image: str, output: str | None
 ) -> None:
     """Install (or upgrade) fleet on a management cluster with server-side apply.
 
@@ -52,7 +51,7 @@ def install(
                 terminal.data(body, "yaml")
         return
     try:
-        api = management_client(kubeconfig)
+        api = management.client()
         dynamic = DynamicClient(api)
         for body in objects:
             resource = dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -116,5 +118,10 @@ def cli(context: click.Context, quiet: bool, verbose: int) -> None:
     context.obj = Terminal(quiet=quiet, verbose=verbose > 0)
 
 
+def program_name(argv0: str) -> str:
+    """`kubectl fleet` when kubectl runs us as its plugin `kubectl-fleet`, else `fleet`."""
+    return "kubectl fleet" if Path(argv0).name == "kubectl-fleet" else "fleet"
+
+
 def main() -> None:
-    cli(prog_name="fleet")
+    cli(prog_name=program_name(sys.argv[0]))

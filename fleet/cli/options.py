@@ -1,29 +1,64 @@
-"""Options and clients shared by the commands that talk to a management cluster."""
+"""Options and clients shared by the commands that talk to a management cluster.
+
+`--kubeconfig` and `--context` mean what they mean to kubectl, so that
+`kubectl fleet …` takes the flags a plugin user types: $KUBECONFIG may list
+several files, merged as kubectl merges them.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 
-kubeconfig_option = click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="KUBECONFIG",
-    help="Kubeconfig of the management cluster (default: $KUBECONFIG, then ~/.kube/config).",
-)
+    from fleet.sources.kubeconfig import Endpoint
 
 
-def management_client(kubeconfig: Path | None) -> k8s.ApiClient:
-    """A full Kubernetes client, for commands that write.
+@dataclass(frozen=True, slots=True)
+class ManagementAccess:
+    """Which kubeconfig (files joined by os.pathsep) and context reach the management cluster."""
 
-    Imported here, not at the top: the package takes about half a second to
-    import, which commands that only read (`fleet status`) do not pay.
-    """
-    from kubernetes import config as k8s_config
+    kubeconfig: str | None = None
+    context: str | None = None
 
-    return k8s_config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
+    def endpoint(self) -> Endpoint:
+        """What a read-only command needs (fleet.sources: starts without the kubernetes package)."""
+        from fleet.sources.kubeconfig import load_endpoint
+
+        return load_endpoint(self.kubeconfig, self.context)
+
+    def client(self) -> k8s.ApiClient:
+        """A full Kubernetes client, for commands that write.
+
+        Imported here, not at the top: the package takes about half a second to
+        import, which commands that only read (`fleet status`) do not pay.
+        """
+        from kubernetes import config as k8s_config
+
+        return k8s_config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+
+
+def management_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--kubeconfig` and `--context`, handed to the command as one `management` argument."""
+
+    @functools.wraps(command)
+    def with_access(*args: Any, kubeconfig: str | None, context: str | None, **kwargs: Any) -> Any:
+        return command(*args, management=ManagementAccess(kubeconfig, context), **kwargs)
+
+    with_access = click.option(
+        "--context",
+        envvar="FLEET_CONTEXT",
+        help="Kubeconfig context of the management cluster (default: its current context).",
+    )(with_access)
+    return click.option(
+        "--kubeconfig",
+        envvar="KUBECONFIG",
+        help="Kubeconfig of the management cluster; several files joined by ':' are merged "
+        "as kubectl merges them (default: $KUBECONFIG, then ~/.kube/config).",
+    )(with_access)

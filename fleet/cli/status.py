@@ -10,16 +10,14 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
-from pathlib import Path
 
 import click
 
 from fleet.api.install import DEFAULT_NAMESPACE
 from fleet.cli.console import Terminal, columns
-from fleet.cli.options import kubeconfig_option
+from fleet.cli.options import ManagementAccess, management_options
 from fleet.errors import FleetError
 from fleet.fleetview import ClusterRow, Heartbeat, heartbeat, rows, unread_heartbeat
-from fleet.sources.kubeconfig import load_endpoint
 from fleet.sources.management import LEASE_NAME, Snapshot, read_fleet
 from fleet.sources.reader import PAGE, Reader
 
@@ -79,8 +77,11 @@ def exit_code(found: list[ClusterRow], beat: Heartbeat, deployments: int) -> int
 
 
 @click.command()
-@kubeconfig_option
+@management_options
 @click.option("-n", "--namespace", help="Only the Clusters of this namespace (default: all).")
+@click.option(
+    "-A", "--all-namespaces", is_flag=True, help="Clusters of every namespace (the default)."
+)
 @click.option(
     "--controller-namespace",
     default=DEFAULT_NAMESPACE,
@@ -105,8 +106,9 @@ def exit_code(found: list[ClusterRow], beat: Heartbeat, deployments: int) -> int
 @click.pass_obj
 def status(
     terminal: Terminal,
-    kubeconfig: Path | None,
+    management: ManagementAccess,
     namespace: str | None,
+    all_namespaces: bool,
     controller_namespace: str,
     chunk_size: int,
     output: str,
@@ -116,15 +118,17 @@ def status(
     Exit code 0 when every cluster is free of problems, 3 when some have problems
     (or when there are add-ons and the controller has stopped reporting).
     """
+    if namespace and all_namespaces:
+        raise click.UsageError("-n/--namespace and -A/--all-namespaces exclude each other")
     with cyclic_gc_paused():
-        code = report(terminal, kubeconfig, namespace, controller_namespace, chunk_size, output)
+        code = report(terminal, management, namespace, controller_namespace, chunk_size, output)
     if code:
         raise click.exceptions.Exit(code)
 
 
 def report(
     terminal: Terminal,
-    kubeconfig: Path | None,
+    management: ManagementAccess,
     namespace: str | None,
     controller_namespace: str,
     chunk_size: int,
@@ -132,7 +136,7 @@ def report(
 ) -> int:
     """Read, print, and return the exit code."""
     try:
-        reader = Reader(load_endpoint(kubeconfig), chunk_size=chunk_size)
+        reader = Reader(management.endpoint(), chunk_size=chunk_size)
         try:
             snapshot = read_fleet(reader, namespace, controller_namespace)
         finally:

@@ -46,9 +46,47 @@ def default_path() -> Path:
     return Path.home() / ".kube" / "config"
 
 
-def load_endpoint(path: Path | None) -> Endpoint:
-    """The current context's endpoint of the kubeconfig at `path` (default ~/.kube/config)."""
-    path = path or default_path()
+def load_endpoint(path: Path | str | None, context: str | None = None) -> Endpoint:
+    """The endpoint of a context (default: the current one) of the kubeconfig at `path`.
+
+    `path` may list several files separated by os.pathsep, as $KUBECONFIG does; they are
+    merged the way kubectl merges them: the first file to name a context, cluster or
+    user wins, and so does the first current-context. Default: ~/.kube/config.
+    """
+    paths = [Path(p) for p in str(path or default_path()).split(os.pathsep) if p]
+    configs = [(_load(p), p) for p in paths if len(paths) == 1 or p.exists()]
+    if not configs:
+        raise KubeconfigError(f"none of the kubeconfig files {path} exists")
+    if len(configs) == 1 and not context:
+        return endpoint(*configs[0])
+    merged: JSON = {}
+    for section, field_name in _SECTIONS:
+        entries: dict[str, JSON] = {}
+        for config, source in configs:
+            for entry in config.get(section) or []:
+                name = str(entry.get("name")) if isinstance(entry, dict) else ""
+                if name and name not in entries:
+                    entries[name] = _absolute(entry, field_name, source)
+        merged[section] = list(entries.values())
+    current = next((c["current-context"] for c, _ in configs if c.get("current-context")), None)
+    merged["current-context"] = context or current
+    return endpoint(merged, configs[0][1])
+
+
+_SECTIONS = (("contexts", "context"), ("clusters", "cluster"), ("users", "user"))
+# Fields naming files, which resolve against the kubeconfig that holds them.
+_FILE_FIELDS = ("certificate-authority", "client-certificate", "client-key", "tokenFile")
+
+
+def _absolute(entry: JSON, field_name: str, source: Path) -> JSON:
+    body = dict(entry.get(field_name) or {})
+    for name in _FILE_FIELDS:
+        if isinstance(body.get(name), str):
+            body[name] = str(source.parent / body[name])
+    return {**entry, field_name: body}
+
+
+def _load(path: Path) -> JSON:
     try:
         text = path.read_text()
     except OSError as error:
@@ -59,7 +97,7 @@ def load_endpoint(path: Path | None) -> Endpoint:
         raise KubeconfigError(f"kubeconfig {path}: not valid YAML") from error
     if not isinstance(config, dict):
         raise KubeconfigError(f"kubeconfig {path}: not a kubeconfig")
-    return endpoint(config, path)
+    return config
 
 
 def endpoint(config: JSON, path: Path) -> Endpoint:

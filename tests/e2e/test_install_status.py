@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,3 +205,45 @@ def test_status_exits_3_and_names_the_problem(tenant: Tenant, local_fleet):
     assert result.returncode == 3
     row = next(line for line in result.stdout.splitlines() if line.startswith("gpu-02"))
     assert f"ghost: Failed: Addon {tenant.namespace}/does-not-exist not found" in row
+
+
+def test_kubectl_fleet_takes_the_flags_a_kubectl_plugin_user_types(
+    tenant: Tenant, local_fleet, tmp_path
+):
+    """Run by the real kubectl as its plugin, with a merged $KUBECONFIG whose current context
+    is a decoy: `--context` picks the management cluster, `-n` its namespace."""
+    from fleet.devenv.toolchain import built_binary
+
+    management = yaml.safe_load(Path(local_fleet.management_kubeconfig).read_text())
+    decoy = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "decoy", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "decoy", "user": {"token": "nothing"}}],
+        "contexts": [{"name": "decoy", "context": {"cluster": "decoy", "user": "decoy"}}],
+        "current-context": "decoy",
+    }
+    (tmp_path / "decoy").write_text(yaml.safe_dump(decoy))
+    plugin_dir = Path(sys.executable).parent  # where `kubectl-fleet` is installed
+    env = {
+        **os.environ,
+        "PATH": f"{plugin_dir}{os.pathsep}{os.environ['PATH']}",
+        "KUBECONFIG": f"{tmp_path / 'decoy'}{os.pathsep}{local_fleet.management_kubeconfig}",
+    }
+    kubectl = str(built_binary("kubectl"))
+
+    def kubectl_fleet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl, "fleet", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+
+    usage = kubectl_fleet("--help")
+    assert usage.returncode == 0, usage.stderr
+    assert usage.stdout.startswith("Usage: kubectl fleet [OPTIONS] COMMAND")
+    assert kubectl_fleet("status", "-n", tenant.namespace).returncode == 1  # the decoy
+    context = management["current-context"]
+    found = kubectl_fleet("status", "-n", tenant.namespace, "--context", context, "-o", "json")
+    assert found.returncode == 0, found.stderr
+    assert {row["namespace"] for row in json.loads(found.stdout)["clusters"]} == {tenant.namespace}
+    both = kubectl_fleet("status", "-n", tenant.namespace, "-A", "--context", context)
+    assert both.returncode == 2 and "exclude each other" in both.stderr

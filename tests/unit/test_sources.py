@@ -1,11 +1,13 @@
 import base64
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fleet.devenv.pki import new_ca
-from fleet.sources.kubeconfig import Endpoint, KubeconfigError, endpoint
+from fleet.sources.kubeconfig import Endpoint, KubeconfigError, endpoint, load_endpoint
 from fleet.sources.management import collection
 from fleet.sources.reader import tls_context
 
@@ -121,3 +123,34 @@ def test_the_client_key_is_loaded_from_memory_and_its_file_closed_at_once():
 def test_collection_paths():
     assert collection("g", "v1", "things", None) == "/apis/g/v1/things"
     assert collection("g", "v1", "things", "a b") == "/apis/g/v1/namespaces/a%20b/things"
+
+
+def test_kubeconfig_files_merge_as_kubectl_merges_them_and_context_picks_one(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b" / "config"
+    second.parent.mkdir()
+    (second.parent / "ca.crt").write_bytes(b"CA-B")
+    decoy = config({"certificate-authority-data": b64(b"CA-A")}, {"token": "a"})
+    other = {
+        "current-context": "mine",
+        "contexts": [
+            {"name": "mine", "context": {"cluster": "mgmt", "user": "me"}},
+            {"name": "c", "context": {"cluster": "mgmt", "user": "me"}},  # shadowed by a's
+        ],
+        "clusters": [
+            {
+                "name": "mgmt",
+                "cluster": {"server": "https://mgmt:6443", "certificate-authority": "ca.crt"},
+            }
+        ],
+        "users": [{"name": "me", "user": {"token": "b"}}],
+    }
+    first.write_text(yaml.safe_dump(decoy))
+    second.write_text(yaml.safe_dump(other))
+    both = f"{first}{os.pathsep}{second}{os.pathsep}{tmp_path / 'missing'}"
+    assert load_endpoint(both).server == "https://10.0.0.1:6443"  # the first current-context
+    mine = load_endpoint(both, "mine")
+    assert (mine.server, mine.ca_pem, mine.token) == ("https://mgmt:6443", b"CA-B", "b")
+    with pytest.raises(KubeconfigError, match="context nope not found"):
+        load_endpoint(both, "nope")
+    with pytest.raises(KubeconfigError, match="cannot read kubeconfig"):
+        load_endpoint(tmp_path / "missing")
