@@ -6,11 +6,12 @@ written (CI logs want them) but without colour or spinners.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -43,6 +44,35 @@ class Terminal:
     def warn(self, message: str) -> None:
         """Bad news that is not an error: printed even with --quiet, never on stdout."""
         self.err.print(f"warning: {message}", markup=False, style="yellow")
+
+    @contextlib.contextmanager
+    def bar(self, subject: str) -> Iterator[Callable[[int, int, str], None]]:
+        """Progress of `subject` on stderr: a live bar on a terminal, else a line per change.
+
+        Yields show(done, total, line); nothing is shown with --quiet.
+        """
+        if self.quiet or not self.err.is_terminal:
+            last = [""]
+
+            def plain(_done: int, _total: int, line: str) -> None:
+                if line != last[0] and not self.quiet:
+                    self.err.print(f"{subject}: {line}", markup=False)
+                last[0] = line
+
+            yield plain
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=self.err, transient=True) as live:
+            task = live.add_task(subject, total=None)
+
+            def shown(done: int, total: int, line: str) -> None:
+                live.update(
+                    task, completed=done, total=total or None, description=f"{subject}: {line}"
+                )
+
+            yield shown
 
     def print(self, text: str = "") -> None:
         """Results as plain text; rich would add nothing but 0.15 s per thousand lines."""

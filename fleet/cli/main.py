@@ -47,6 +47,17 @@ COMMANDS = {
         "status",
         "One line per cluster: datacenter, phase, version, GPUs, add-ons ready, problems.",
     ),
+    "describe": LazyCommand(
+        "fleet.cli.describe",
+        "describe",
+        "One cluster's add-ons, or one profile's clusters, as a tree: problems first.",
+    ),
+    "wait": LazyCommand(
+        "fleet.cli.wait",
+        "wait",
+        "Wait until a profile's add-ons are Ready on every cluster it selects, or a cluster's "
+        "add-ons are Ready; progress on stderr, exit 1 on timeout.",
+    ),
     "confirm-removal": LazyCommand(
         "fleet.cli.confirm",
         "confirm_removal",

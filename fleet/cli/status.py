@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import time
 from collections.abc import Iterator
 
 import click
@@ -18,10 +19,12 @@ from fleet.cli.console import Terminal, columns
 from fleet.cli.options import ManagementAccess, management_options
 from fleet.errors import FleetError
 from fleet.fleetview import ClusterRow, Heartbeat, heartbeat, rows, unread_heartbeat
-from fleet.sources.management import LEASE_NAME, Snapshot, read_fleet
+from fleet.progress import progress
+from fleet.sources.management import LEASE_NAME, Snapshot, deployments, read_fleet
 from fleet.sources.reader import PAGE, Reader
 
 PROBLEMS = 3
+INTERRUPTED = 130
 
 
 def status_table(found: list[ClusterRow], namespaced: bool) -> list[tuple[str, ...]]:
@@ -103,6 +106,20 @@ def exit_code(found: list[ClusterRow], beat: Heartbeat, deployments: int) -> int
     default="table",
     show_default=True,
 )
+@click.option(
+    "-w",
+    "--watch",
+    is_flag=True,
+    help="After the table, follow the fleet converging until interrupted: a bar on a "
+    "terminal, a line per change when piped (on stderr).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.5),
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks with --watch.",
+)
 @click.pass_obj
 def status(
     terminal: Terminal,
@@ -112,6 +129,8 @@ def status(
     controller_namespace: str,
     chunk_size: int,
     output: str,
+    watch: bool,
+    interval: float,
 ) -> None:
     """One line per cluster: datacenter, phase, version, GPUs, add-ons ready, problems.
 
@@ -122,6 +141,8 @@ def status(
         raise click.UsageError("-n/--namespace and -A/--all-namespaces exclude each other")
     with cyclic_gc_paused():
         code = report(terminal, management, namespace, controller_namespace, chunk_size, output)
+    if watch:
+        follow(terminal, management, namespace, interval)
     if code:
         raise click.exceptions.Exit(code)
 
@@ -154,3 +175,21 @@ def report(
     else:
         terminal.print(columns(status_table(found, namespaced=namespace is None)))
     return exit_code(found, beat, len(snapshot.deployments))
+
+
+def follow(
+    terminal: Terminal, management: ManagementAccess, namespace: str | None, interval: float
+) -> None:
+    """Every AddonDeployment's convergence, looked at every `interval` s, until Ctrl-C."""
+    subject = f"namespace {namespace}" if namespace else "fleet"
+    try:
+        reader = Reader(management.endpoint())
+        with terminal.bar(subject) as show:
+            while True:
+                now = progress(deployments(reader, namespace))
+                show(now.ready, now.total, now.line())
+                time.sleep(interval)
+    except (FleetError, OSError) as error:
+        terminal.abort(f"cannot read the management cluster: {error}")
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(INTERRUPTED) from None

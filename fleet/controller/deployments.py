@@ -58,6 +58,8 @@ from fleet.status import (
 
 JSON = dict[str, Any]
 Event = tuple[str, str, str]
+# Objects named in an add-on's status problems (the CRD's maxItems).
+PROBLEMS_KEPT = 10
 
 
 @dataclass(slots=True)
@@ -385,7 +387,12 @@ def _reconcile(
         except TemporaryError as error:
             result, delay = _entry(before, entry.name, APPLYING, str(error), when), error.delay
         except PermanentError as error:
-            result, delay = _entry(before, entry.name, FAILED, str(error), when), None
+            refused = (
+                {"problems": [_problem(error.key, "Refused", error.reason)]}
+                if isinstance(error, ApplyFailed)
+                else {}
+            )
+            result, delay = _entry(before, entry.name, FAILED, str(error), when, **refused), None
             _warn_on_change(outcome.events, before, result, "Failed", f"{entry.name}: {error}")
         results[entry.name] = result
         if delay is not None:
@@ -494,7 +501,7 @@ def _reconcile_addon(
     desired = found.desired or []
     if health_poll:
         checked = [body for body in desired if body["kind"] in HEALTH_RULES]
-        return _judged(addon, name, before, when, summarize(_health(checked, owned)), {}), None
+        return _judged(addon, name, before, when, _health(checked, owned), {}), None
     known = memo.fingerprints.setdefault(name, {})
     situation = Situation(
         desired=tuple(desired),
@@ -513,7 +520,19 @@ def _reconcile_addon(
             "; ".join(plan.conflicts)
             + ": nothing was applied; set spec.adopt: true on the Addon to take them over"
         )
-        result = _entry(before, name, FAILED, message, when, applyset=applyset)
+        problems = [
+            _problem(key, "Conflict", f"not created by this add-on; managers: {', '.join(m)}")
+            for key, m in sorted(situation.foreign.items())
+        ]
+        result = _entry(
+            before,
+            name,
+            FAILED,
+            message,
+            when,
+            applyset=applyset,
+            problems=problems[:PROBLEMS_KEPT],
+        )
         _warn_on_change(events, before, result, "Conflict", f"{name}: {message}")
         return result, None
     if profile.sync_mode == "DryRun" and not plan.dry_run:
@@ -584,11 +603,21 @@ def _reconcile_addon(
     if plan.applies_revision:
         extra["appliedRevision"] = revision
     extra["objects"] = len(desired)
-    return _judged(addon, name, before, when, summarize(_health(desired, found_now)), extra), None
+    return _judged(addon, name, before, when, _health(desired, found_now), extra), None
 
 
-def _judged(addon: Addon, name: str, before: JSON, when: str, state: Health, extra: JSON) -> JSON:
+def _problem(key: object, reason: str, message: str) -> JSON:
+    return {"object": str(key), "reason": reason, "message": message[:300]}
+
+
+def _judged(
+    addon: Addon, name: str, before: JSON, when: str, states: list[tuple[str, Health]], extra: JSON
+) -> JSON:
     """The add-on's entry for its objects' health: Degraded once overdue."""
+    state = summarize(states)
+    problems = [_problem(key, s.state, s.message) for key, s in states if not s.ready]
+    if problems:
+        extra = {**extra, "problems": problems[:PROBLEMS_KEPT]}
     if state.ready:
         return _entry(before, name, READY, "", when, **extra)
     if state.state == HEALTH_FAILED:

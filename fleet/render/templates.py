@@ -9,6 +9,7 @@ the variable.
 from __future__ import annotations
 
 import base64
+import difflib
 import functools
 import json
 import re
@@ -198,6 +199,22 @@ def _compiled(text: str) -> jinja2.Template:
     return ENVIRONMENT.from_string(text)
 
 
+def _known_names(variables: JSON, depth: int = 3) -> set[str]:
+    """Every key a template can reach: top-level variables and keys of their mappings."""
+    names = set(variables)
+    if depth > 1:
+        for value in variables.values():
+            if isinstance(value, dict):
+                names |= _known_names(value, depth - 1)
+    return names
+
+
+def _closest(variable: str, variables: JSON) -> str | None:
+    """The known name an undefined one was most likely meant to be (`totl` → `total`)."""
+    found = difflib.get_close_matches(variable, sorted(_known_names(variables)), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
 def render_text(addon: str, name: str, text: str, variables: JSON) -> str:
     try:
         return _bounded(addon, name, _compiled(text).generate(variables))
@@ -206,8 +223,13 @@ def render_text(addon: str, name: str, text: str, variables: JSON) -> str:
     except jinja2.UndefinedError as error:
         match = _UNDEFINED.search(str(error))
         variable = next((g for g in match.groups() if g), "?") if match else "?"
+        hint = _closest(variable, variables)
         raise RenderError(
-            addon, name, _template_line(error), f"undefined variable {variable!r} ({error})"
+            addon,
+            name,
+            _template_line(error),
+            f"undefined variable {variable!r} ({error})"
+            + (f"; did you mean {hint!r}?" if hint else ""),
         ) from error
     except jinja2.exceptions.SecurityError as error:
         raise RenderError(addon, name, _template_line(error), f"not allowed: {error}") from error

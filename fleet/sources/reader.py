@@ -103,12 +103,15 @@ class Reader:
             return Reply(None, date)
         return Reply(self._json(path, status, data), date)
 
-    def list(self, path: str) -> list[JSON] | None:
-        """Every item of the collection at `path`, chunk_size at a time; None when not served."""
+    def list(self, path: str, selector: str = "") -> list[JSON] | None:
+        """Every item of the collection at `path` (matching the label `selector`), chunk_size
+        at a time; None when the collection is not served."""
         items: list[JSON] = []
         token = ""
         while True:
             query: dict[str, str | int] = {"limit": self.chunk_size} if self.chunk_size else {}
+            if selector:
+                query["labelSelector"] = selector
             if token:
                 query["continue"] = token
             encoded = urllib.parse.urlencode(query)

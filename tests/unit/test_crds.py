@@ -22,6 +22,8 @@ SCHEMA_KEYWORDS = {
     "minLength",
     "maxLength",
     "pattern",
+    "minItems",
+    "maxItems",
 }
 
 

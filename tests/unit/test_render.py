@@ -127,6 +127,18 @@ def test_undefined_variable_names_addon_template_line_and_variable():
     assert (error.value.template, error.value.line) == ("a.yaml", 4)
 
 
+def test_an_undefined_variable_suggests_the_closest_known_name():
+    template = {"a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ gpu.totl }}\n"}
+    with pytest.raises(RenderError, match=r"undefined variable 'totl' .*; did you mean 'total'\?$"):
+        render_manifests(addon(template), {}, CONTEXT)
+    template = {"a.yaml": "{{ clusterr.name }}"}
+    with pytest.raises(RenderError, match=r"did you mean 'cluster'\?$"):
+        render_manifests(addon(template), {}, CONTEXT)
+    with pytest.raises(RenderError) as unlike:
+        render_manifests(addon({"a.yaml": "{{ values.zzzqqq }}"}), {}, CONTEXT)
+    assert "did you mean" not in str(unlike.value)
+
+
 def test_sandbox_refuses_python_internals():
     with pytest.raises(RenderError, match="not allowed"):
         render_manifests(addon({"x.yaml": "{{ cluster.__class__.__mro__ }}"}), {}, CONTEXT)

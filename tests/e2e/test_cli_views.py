@@ -1,0 +1,99 @@
+"""The operator's views on the real local fleet: `fleet describe`."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import Tenant, fleet_cli, wait_until
+from .test_controller import addon, config_map, profile
+
+DATACENTER = "fleet.mlops.dev/datacenter"
+
+
+def test_describe_cluster_shows_the_failed_add_on_first_with_its_reason(
+    tenant: Tenant, local_fleet
+):
+    addon(tenant, "settings", {"cm.yaml": config_map("settings", "  mode: fast\n")})
+    # Upper case and '_' are not allowed in a ConfigMap's name: the API server refuses it.
+    addon(tenant, "broken", {"cm.yaml": config_map("Bad_Name", "  mode: slow\n")})
+    profile(
+        tenant,
+        "views",
+        [{"name": "settings"}, {"name": "broken"}],
+        {"matchLabels": {DATACENTER: "dc-1"}},
+    )
+
+    def settled():
+        found = tenant.deployments().get("gpu-01", {})
+        phases = {a["name"]: a["phase"] for a in (found.get("status") or {}).get("addons") or []}
+        return phases == {"settings": "Ready", "broken": "Failed"}
+
+    wait_until(settled, 60, "settings Ready and broken Failed on gpu-01", tenant.phases)
+    where = ("-n", tenant.namespace, "--kubeconfig", local_fleet.management_kubeconfig)
+
+    tree = fleet_cli("describe", "cluster", "gpu-01", *where)
+    assert tree.returncode == 3, tree.stderr
+    assert "\x1b[" not in tree.stdout, "no colour when piped"
+    lines = tree.stdout.splitlines()
+    assert lines[0].startswith(f"✗ Cluster {tenant.namespace}/gpu-01 · dc-1")
+    broken = next(i for i, line in enumerate(lines) if "broken · Failed" in line)
+    settings = next(i for i, line in enumerate(lines) if "settings · Ready" in line)
+    assert broken < settings, tree.stdout
+    assert f"ConfigMap {tenant.target}/Bad_Name · Refused" in lines[broken + 1]
+
+    found = fleet_cli("describe", "cluster", "gpu-01", *where, "-o", "json")
+    assert found.returncode == 3, found.stderr
+    data = json.loads(found.stdout)
+    (problem,) = data["problems"]
+    assert {k: v for k, v in problem.items() if k != "message"} == {
+        "cluster": f"{tenant.namespace}/gpu-01",
+        "profile": "views",
+        "addon": "broken",
+        "object": f"ConfigMap {tenant.target}/Bad_Name",
+        "reason": "Refused",
+    }
+    assert "Invalid" in problem["message"]
+    (deployment,) = data["profiles"]
+    assert [a["name"] for a in deployment["addons"]] == ["broken", "settings"]
+
+    by_profile = fleet_cli("describe", "profile", "views", *where, "-o", "json")
+    assert by_profile.returncode == 3, by_profile.stderr
+    clusters = [d["cluster"] for d in json.loads(by_profile.stdout)["clusters"]]
+    assert sorted(clusters) == [f"{tenant.namespace}/gpu-01", f"{tenant.namespace}/gpu-03"]
+
+    missing = fleet_cli("describe", "cluster", "gpu-99", *where)
+    assert missing.returncode == 1
+    assert f"Cluster {tenant.namespace}/gpu-99 not found" in missing.stderr
+
+
+def test_wait_returns_once_the_profile_converges_and_names_the_failing_clusters_on_timeout(
+    tenant: Tenant, local_fleet
+):
+    where = ("-n", tenant.namespace, "--kubeconfig", local_fleet.management_kubeconfig)
+    addon(tenant, "settings", {"cm.yaml": config_map("settings", "  mode: fast\n")})
+    profile(tenant, "waited", [{"name": "settings"}], {"matchLabels": {DATACENTER: "dc-1"}})
+    converged = fleet_cli("wait", "profile", "waited", *where, "--timeout", "90s")
+    assert converged.returncode == 0, converged.stderr
+    assert (
+        converged.stdout == f"profile {tenant.namespace}/waited: 2/2 Ready, 0 applying, 0 failed\n"
+    )
+    assert "waited: " in converged.stderr  # progress lines, piped
+
+    profile(tenant, "stuck", [{"name": "does-not-exist"}], {"matchLabels": {DATACENTER: "dc-2"}})
+    wait_until(
+        lambda: (
+            (tenant.deployments().get("gpu-02", {}).get("status") or {}).get("phase") == "Failed"
+        ),
+        60,
+        "stuck Failed on gpu-02",
+        tenant.phases,
+    )
+    late = fleet_cli("wait", "profile", "stuck", *where, "--timeout", "3s", "--interval", "1")
+    assert late.returncode == 1
+    assert "timed out after 3 s waiting for profile" in late.stderr
+    assert (
+        f"{tenant.namespace}/gpu-02 (stuck): Failed: "
+        f"Addon {tenant.namespace}/does-not-exist not found" in late.stderr
+    )
+    cluster_wait = fleet_cli("wait", "cluster", "gpu-03", *where, "--timeout", "30s")
+    assert cluster_wait.returncode == 0, cluster_wait.stderr
