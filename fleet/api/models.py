@@ -67,6 +67,8 @@ class Addon:
     templates: tuple[tuple[str, str], ...] = ()
     chart: ChartSource | None = None
     health_timeout_seconds: int = 300
+    # A Namespace object for default_namespace when the add-on renders none.
+    create_namespace: bool = False
     # Take over objects that exist on the cluster without fleet's label (migrations).
     adopt: bool = False
     spec: JSON = field(default_factory=dict, compare=False, hash=False)
@@ -93,7 +95,7 @@ def parse_addon(body: JSON) -> Addon:
     else:
         source = _require(body, "spec.chart", spec.get("chart"), dict)
         chart = ChartSource(
-            repository=_require(body, "spec.chart.repository", source.get("repository"), str),
+            repository=_require(body, "spec.chart.repository", source.get("repository", ""), str),
             name=_require(body, "spec.chart.name", source.get("name"), str),
             version=_require(body, "spec.chart.version", source.get("version"), str),
             values_template=_require(
@@ -109,6 +111,9 @@ def parse_addon(body: JSON) -> Addon:
         templates=tuple(sorted(templates.items())),
         chart=chart,
         health_timeout_seconds=int(spec.get("health", {}).get("timeoutSeconds", 300)),
+        create_namespace=_require(
+            body, "spec.createNamespace", spec.get("createNamespace", False), bool
+        ),
         adopt=_require(body, "spec.adopt", spec.get("adopt", False), bool),
         spec=spec,
     )

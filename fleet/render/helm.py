@@ -30,6 +30,7 @@ JSON = dict[str, Any]
 HELM_TIMEOUT = 120
 # Rendered charts kept in memory (oldest dropped first): a fleet has few distinct inputs.
 RENDERED_KEPT = 256
+TEST_HOOKS = ("test", "test-success", "test-failure")
 
 
 class HelmError(PermanentError):
@@ -159,10 +160,24 @@ class HelmRenderer:
                 "--namespace",
                 addon.default_namespace,
                 "--include-crds",
+                "--skip-tests",
                 "-f",
                 values_file.name,
             ]
             if kube_version:
                 arguments += ["--kube-version", kube_version]
             rendered = self._run(arguments, f"add-on {addon.name}: helm template")
-        return [doc for doc in yaml.load_all(rendered, Loader=LOADER) if isinstance(doc, dict)]
+        return [
+            doc
+            for doc in yaml.load_all(rendered, Loader=LOADER)
+            if isinstance(doc, dict) and not is_test_hook(doc)
+        ]
+
+
+def is_test_hook(body: JSON) -> bool:
+    """A chart's `helm test` object: never applied to a cluster (helm template --skip-tests
+    drops those under templates/tests/; this catches the rest by their hook annotation)."""
+    hooks = ((body.get("metadata") or {}).get("annotations") or {}).get("helm.sh/hook", "")
+    return any(
+        hook.strip() in ("test", "test-success", "test-failure") for hook in hooks.split(",")
+    )

@@ -9,6 +9,7 @@ the variable.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import difflib
 import functools
 import json
@@ -301,12 +302,53 @@ def render_chart_values(addon: Addon, values: JSON, context: RenderContext) -> J
     return rendered
 
 
+def chart_repository(addon: Addon, values: JSON, context: RenderContext) -> str:
+    """Where this cluster pulls the add-on's chart: `chart.repository` rendered with the
+    add-on's variables, or, when empty, the charts repository of the cluster's datacenter."""
+    source = addon.require_chart()
+    if source.repository.strip():
+        return render_text(
+            addon.name, "chart.repository", source.repository, context.variables(addon, values)
+        ).strip()
+    url = str((context.datacenter.registry if context.datacenter else {}).get("url") or "")
+    if not url:
+        raise RenderError(
+            addon.name,
+            "chart.repository",
+            None,
+            f"chart.repository is empty and cluster {context.cluster.name} has no datacenter "
+            "registry to pull the chart from: set chart.repository or the Datacenter's "
+            "spec.registry.url",
+        )
+    return f"oci://{url.removeprefix('https://').removeprefix('http://').rstrip('/')}/charts"
+
+
+def _with_namespace(addon: Addon, objects: list[JSON]) -> list[JSON]:
+    """The add-on's objects, a Namespace for its default namespace first when asked for one
+    and none is rendered."""
+    if not addon.create_namespace or any(
+        o.get("kind") == "Namespace" and o["metadata"]["name"] == addon.default_namespace
+        for o in objects
+    ):
+        return objects
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": addon.default_namespace},
+    }
+    return [namespace, *objects]
+
+
 def render_addon(
     addon: Addon, values: JSON, context: RenderContext, charts: ChartTemplater | None = None
 ) -> list[JSON]:
     """All objects of an add-on for one cluster; helm charts go through `charts`."""
     if addon.kind == "manifests":
-        return render_manifests(addon, values, context)
+        return _with_namespace(addon, render_manifests(addon, values, context))
     if charts is None:
         raise PermanentError(f"add-on {addon.name}: no chart renderer for kind {addon.kind!r}")
-    return charts(addon, render_chart_values(addon, values, context))
+    chart = dataclasses.replace(
+        addon.require_chart(), repository=chart_repository(addon, values, context)
+    )
+    here = dataclasses.replace(addon, chart=chart)
+    return _with_namespace(addon, charts(here, render_chart_values(addon, values, context)))

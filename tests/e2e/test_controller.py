@@ -455,3 +455,69 @@ def test_helm_addon_from_the_datacenter_registry(tenant: Tenant, local_fleet, tm
     }
     crds = client.ApiextensionsV1Api(tenant.workload("gpu-01"))
     assert crds.read_custom_resource_definition(f"probes.{tenant.target}.example.com")
+
+
+def test_a_helm_addon_pulls_each_clusters_chart_from_its_own_datacenter_and_no_test_hook(
+    tenant: Tenant, local_fleet, tmp_path
+):
+    """The same chart version mirrored into both datacenters' registries, each copy saying
+    where it was pushed: every cluster gets its own datacenter's copy, from an Addon that
+    names no repository; `helm test` objects never land; the namespace comes with the add-on."""
+    helm = str(ensure_toolchain().path("helm"))
+    chart = tmp_path / "dc-probe"
+    (chart / "templates" / "tests").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: dc-probe\nversion: 0.1.0\n")
+    (chart / "templates" / "origin.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-origin\n"
+        "data:\n  origin: {{ .Values.origin | quote }}\n"
+    )
+    (chart / "templates" / "tests" / "test-connection.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {{ .Release.Name }}-test-connection\n"
+        "  annotations: {helm.sh/hook: test}\n"
+        "spec: {containers: [{name: t, image: busybox}], restartPolicy: Never}\n"
+    )
+    (chart / "templates" / "smoke.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-smoke\n"
+        "  annotations: {helm.sh/hook: test-success}\n"
+    )
+    for datacenter in local_fleet.datacenters:
+        (chart / "values.yaml").write_text(f"origin: {datacenter.name}\n")
+        packaged = tmp_path / datacenter.name
+        subprocess.run(
+            [helm, "package", str(chart), "-d", str(packaged)], check=True, capture_output=True
+        )
+        subprocess.run(
+            [
+                helm,
+                "push",
+                str(packaged / "dc-probe-0.1.0.tgz"),
+                f"oci://{datacenter.registry}/charts",
+                "--ca-file",
+                datacenter.registry_ca,
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "HOME": str(tmp_path)},
+        )
+    tenant.apply(
+        "addons",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Addon",
+            "metadata": {"name": "dc-probe"},
+            "spec": {
+                "kind": "helm",
+                "defaultNamespace": tenant.target,
+                "createNamespace": True,
+                "chart": {"name": "dc-probe", "version": "0.1.0"},
+            },
+        },
+    )
+    profile(tenant, "mirrored", [{"name": "dc-probe"}])
+    wait_until(ready_on(tenant, set(CLUSTERS)), 120, "dc-probe Ready everywhere", tenant.phases)
+    for cluster in local_fleet.clusters:
+        origin = tenant.config_map(cluster.name, "dc-probe-origin")
+        assert origin is not None and origin.data == {"origin": cluster.datacenter}, cluster.name
+        assert tenant.config_map(cluster.name, "dc-probe-smoke") is None
+        pods = client.CoreV1Api(tenant.workload(cluster.name)).list_namespaced_pod(tenant.target)
+        assert [p.metadata.name for p in pods.items] == []

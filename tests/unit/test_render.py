@@ -1,6 +1,7 @@
 import pytest
 
 from fleet.api.models import parse_addon, parse_cluster, parse_datacenter
+from fleet.render.helm import is_test_hook
 from fleet.render.templates import (
     RenderContext,
     RenderError,
@@ -209,6 +210,52 @@ def test_helm_values_are_rendered_and_handed_to_the_chart_templater():
     assert objects[0]["kind"] == "ConfigMap"
 
 
+def helm_addon(repository, **spec):
+    body = {
+        "kind": "Addon",
+        "metadata": {"name": "probe", "namespace": "n"},
+        "spec": {
+            "kind": "helm",
+            "defaultNamespace": "probe",
+            "chart": {"repository": repository, "name": "probe", "version": "0.1.0"},
+            **spec,
+        },
+    }
+    return parse_addon(body)
+
+
+def pulled_from(addon, context=CONTEXT):
+    seen = []
+    render_addon(addon, {}, context, lambda a, _: seen.append(a.chart.repository) or [])
+    return seen[0]
+
+
+def test_a_chart_comes_from_the_clusters_own_datacenter_unless_the_add_on_says_where():
+    assert pulled_from(helm_addon("")) == "oci://127.0.0.1:5000/charts"
+    templated = helm_addon("oci://{{ datacenter.registry.url }}/mirror/{{ datacenter.name }}")
+    assert pulled_from(templated) == "oci://127.0.0.1:5000/mirror/dc-1"
+    assert pulled_from(helm_addon("oci://fixed/charts")) == "oci://fixed/charts"
+    nowhere = RenderContext(CLUSTER, None, CONTEXT.gpu)
+    with pytest.raises(RenderError, match="cluster gpu-01 has no datacenter registry"):
+        pulled_from(helm_addon(""), nowhere)
+
+
+def test_create_namespace_adds_the_default_namespace_unless_rendered():
+    chart_objects = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}]
+    objects = render_addon(
+        helm_addon("", createNamespace=True), {}, CONTEXT, lambda a, v: list(chart_objects)
+    )
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("Namespace", "probe"),
+        ("ConfigMap", "x"),
+    ]
+    own = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "probe"}}]
+    assert render_addon(helm_addon("", createNamespace=True), {}, CONTEXT, lambda a, v: own) == own
+    assert render_addon(helm_addon(""), {}, CONTEXT, lambda a, v: list(chart_objects)) == (
+        chart_objects
+    )
+
+
 def test_helm_values_template_errors_name_the_values_template():
     with pytest.raises(RenderError, match="template 'valuesTemplate' line 2: undefined variable"):
         render_addon(HELM, {}, CONTEXT, lambda addon, values: [])
@@ -233,3 +280,12 @@ def test_an_object_over_the_size_limit_is_named():
     )
     with pytest.raises(RenderError, match=r"ConfigMap big is 2\.0 MB, over the limit"):
         render_manifests(addon({"t.yaml": text}), {}, CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("hooks", "dropped"),
+    [("test", True), ("pre-install,test-success", True), ("pre-install", False), ("", False)],
+)
+def test_helm_test_hooks_are_never_applied(hooks, dropped):
+    body = {"kind": "Pod", "metadata": {"name": "p", "annotations": {"helm.sh/hook": hooks}}}
+    assert is_test_hook(body) is dropped
