@@ -217,6 +217,17 @@ class AddonOnCluster:
         return deleted
 
 
+def addon_on_cluster(
+    client: ClusterClient, namespace: str, deployment: str, profile: str, addon: str
+) -> AddonOnCluster:
+    """The ApplySet of one add-on of a profile's AddonDeployment on its cluster."""
+    return AddonOnCluster(
+        client,
+        applyset_id(f"{deployment}.{addon}", namespace),
+        f"{namespace}/{profile}/{addon}",
+    )
+
+
 def find_owned(
     client: ClusterClient, records: Mapping[str, Record], *, bodies: bool = False
 ) -> dict[str, dict[ObjectKey, Live]]:

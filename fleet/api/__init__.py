@@ -20,3 +20,8 @@ CLEANUP_FINALIZER = f"{GROUP}/cleanup"
 CLUSTER_FINALIZER = f"{GROUP}/addons"
 # On an AddonProfile: confirms one guarded removal of add-ons (its value names the set).
 CONFIRM_REMOVAL_ANNOTATION = f"{GROUP}/confirm-removal"
+
+
+def deployment_name(profile: str, cluster: str) -> str:
+    """The AddonDeployment a profile makes for a cluster."""
+    return f"{profile}.{cluster}"

@@ -52,6 +52,16 @@ COMMANDS = {
         "describe",
         "One cluster's add-ons, or one profile's clusters, as a tree: problems first.",
     ),
+    "render": LazyCommand(
+        "fleet.cli.preview",
+        "render",
+        "Exactly the objects ADDON would apply to a cluster, as YAML documents.",
+    ),
+    "diff": LazyCommand(
+        "fleet.cli.preview",
+        "diff",
+        "What applying PROFILE now would change on its clusters: a server-side dry run.",
+    ),
     "wait": LazyCommand(
         "fleet.cli.wait",
         "wait",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.api.models import Addon, AddonEntry, Cluster, Datacenter, Profile, parse_deployment_spec
-from fleet.apply import AddonOnCluster, ApplyFailed, applyset_id, find_owned
+from fleet.apply import AddonOnCluster, ApplyFailed, addon_on_cluster, find_owned
 from fleet.connections.cache import ClusterCache, Kubeconfig
 from fleet.connections.client import ClusterClient, ClusterNotConnected, KindNotServed
 from fleet.errors import FleetError, PermanentError, TemporaryError
@@ -434,10 +434,8 @@ def _find_all(
 ) -> dict[str, AddonFound]:
     found = {}
     for entry in ordered:
-        on_cluster = AddonOnCluster(
-            client,
-            applyset_id(f"{meta['name']}.{entry.name}", meta["namespace"]),
-            f"{meta['namespace']}/{profile.name}/{entry.name}",
+        on_cluster = addon_on_cluster(
+            client, meta["namespace"], meta["name"], profile.name, entry.name
         )
         record = Record.from_json(previous.get(entry.name, {}).get("applyset"))
         namespace = addons[entry.name].default_namespace

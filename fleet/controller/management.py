@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from fleet.api import CAPI_GROUP, GROUP, VERSION
 from fleet.api.models import Cluster
-from fleet.render.helm import RegistryAccess
+from fleet.render.helm import RegistryAccess, serving_registry
 
 JSON = dict[str, Any]
 TIMEOUT = (5.0, 30.0)
@@ -142,18 +142,14 @@ class Management:
 
     def registry_access(self, repository: str, datacenters: Iterable[JSON]) -> RegistryAccess:
         """How to reach the registry of an OCI reference, from the Datacenter serving it."""
-        host = repository.removeprefix("oci://").split("/", 1)[0]
-        for datacenter in datacenters:
-            registry = (datacenter.get("spec") or {}).get("registry") or {}
-            if registry.get("url", "").removeprefix("https://").rstrip("/") != host:
-                continue
-            if registry.get("insecure"):
-                return RegistryAccess(plain_http=True)
-            reference = registry.get("caSecretRef")
-            if reference:
-                secret = self.core.read_namespaced_secret(
-                    reference["name"], reference["namespace"], _request_timeout=TIMEOUT
-                )
-                ca = (secret.data or {}).get("ca.crt", "")
-                return RegistryAccess(ca_pem=base64.b64decode(ca).decode())
+        registry = serving_registry(repository, datacenters) or {}
+        if registry.get("insecure"):
+            return RegistryAccess(plain_http=True)
+        reference = registry.get("caSecretRef")
+        if reference:
+            secret = self.core.read_namespaced_secret(
+                reference["name"], reference["namespace"], _request_timeout=TIMEOUT
+            )
+            ca = (secret.data or {}).get("ca.crt", "")
+            return RegistryAccess(ca_pem=base64.b64decode(ca).decode())
         return RegistryAccess()

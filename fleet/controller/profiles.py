@@ -22,6 +22,7 @@ from fleet.api import (
     CONFIRM_REMOVAL_ANNOTATION,
     LABEL_CLUSTER,
     LABEL_PROFILE,
+    deployment_name,
 )
 from fleet.api.models import Cluster, DeploymentSpec, InvalidSpec, Profile, parse_profile
 from fleet.hashing import digest
@@ -30,10 +31,6 @@ from fleet.status import FAILED, READY, UNREACHABLE, now, stamp
 
 JSON = dict[str, Any]
 NAMES_SHOWN = 10
-
-
-def deployment_name(profile: str, cluster: str) -> str:
-    return f"{profile}.{cluster}"
 
 
 def revision(shared: str, cluster: Cluster, datacenter: str) -> str:

@@ -15,6 +15,7 @@ import copy
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,16 @@ class RegistryAccess:
 
     ca_pem: str = ""
     plain_http: bool = False
+
+
+def serving_registry(repository: str, datacenters: Iterable[JSON]) -> JSON | None:
+    """The `spec.registry` of the Datacenter whose registry serves an OCI repository."""
+    host = repository.removeprefix("oci://").split("/", 1)[0]
+    for datacenter in datacenters:
+        registry = (datacenter.get("spec") or {}).get("registry") or {}
+        if str(registry.get("url", "")).removeprefix("https://").rstrip("/") == host:
+            return dict(registry)
+    return None
 
 
 class HelmRenderer:

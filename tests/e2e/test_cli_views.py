@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from .conftest import Tenant, fleet_cli, wait_until
 from .test_controller import addon, config_map, profile
 
@@ -97,3 +99,50 @@ def test_wait_returns_once_the_profile_converges_and_names_the_failing_clusters_
     )
     cluster_wait = fleet_cli("wait", "cluster", "gpu-03", *where, "--timeout", "30s")
     assert cluster_wait.returncode == 0, cluster_wait.stderr
+
+
+def test_render_prints_what_the_controller_applied_and_diff_shows_only_the_change(
+    tenant: Tenant, local_fleet
+):
+    where = ("-n", tenant.namespace, "--kubeconfig", local_fleet.management_kubeconfig)
+    data = (
+        "  replicas: '{{ values.replicas }}'\n"
+        "  gpus: '{{ gpu.total }}'\n"
+        "  cluster: {{ cluster.name }}\n"
+    )
+    addon(tenant, "tuned", {"cm.yaml": config_map("tuned", data)})
+    selector = {"matchLabels": {DATACENTER: "dc-1"}}
+    profile(tenant, "previewed", [{"name": "tuned", "values": {"replicas": 2}}], selector)
+    converged = fleet_cli("wait", "profile", "previewed", *where, "--timeout", "90s")
+    assert converged.returncode == 0, converged.stderr
+
+    shown = fleet_cli("render", "tuned", "--cluster", "gpu-01", *where, "--show-context")
+    assert shown.returncode == 0, shown.stderr
+    context, *objects = yaml.safe_load_all(shown.stdout)
+    assert (context["cluster"]["name"], context["gpu"]["total"]) == ("gpu-01", 16)
+    assert context["values"] == {"replicas": 2}
+    (rendered,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    live = tenant.config_map("gpu-01", "tuned")
+    assert rendered["data"] == live.data == {"replicas": "2", "gpus": "16", "cluster": "gpu-01"}
+    assert rendered["metadata"]["labels"] == live.metadata.labels  # the ApplySet label too
+
+    unchanged = fleet_cli("diff", "previewed", *where)
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+    assert unchanged.stdout == ""
+
+    # Paused, the controller leaves the clusters alone: the diff is what resuming would do.
+    profile(
+        tenant, "previewed", [{"name": "tuned", "values": {"replicas": 3}}], selector, paused=True
+    )
+    changed = fleet_cli("diff", "previewed", *where, "--cluster", "gpu-03")
+    assert changed.returncode == 1, changed.stderr
+    lines = changed.stdout.splitlines()
+    assert lines[0] == (f"=== gpu-03 / tuned: ConfigMap {tenant.target}/tuned (changed)")
+    assert [line for line in lines[1:] if line[:1] in "+-"] == [
+        "-  replicas: '2'",
+        "+  replicas: '3'",
+    ]
+    assert tenant.config_map("gpu-03", "tuned").data["replicas"] == "2"  # a dry run only
+    broken = fleet_cli("diff", "nope", *where)
+    assert broken.returncode == 2
+    assert f"AddonProfile {tenant.namespace}/nope not found" in broken.stderr
