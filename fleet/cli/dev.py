@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import time
@@ -211,14 +212,18 @@ def kubeconfig(terminal: Terminal, cluster: str | None, state_dir: Path) -> None
 @state_dir_option
 @click.pass_obj
 def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
-    """Print shell exports for kubectl, helm and oras and the fleet's KUBECONFIG.
+    """Print shell exports for kubectl, helm and oras, the fleet's KUBECONFIG, and each
+    datacenter's registry with the CA that verifies it.
 
     \b
     Use it as:  eval "$(fleet dev env)"        # the management cluster
                 eval "$(fleet dev env gpu-01)" # a workload cluster
+    then:       helm push chart.tgz oci://$FLEET_REGISTRY_DC_1/charts \\
+                  --ca-file $FLEET_REGISTRY_CA
     """
     try:
-        path = localfleet.require_state(state_dir).kubeconfig(cluster)
+        state = localfleet.require_state(state_dir)
+        path = state.kubeconfig(cluster)
         toolchain = ensure_toolchain()
         tools = [toolchain.path(name).parent for name in ("kubectl", "helm", "oras")]
     except FleetError as error:
@@ -226,6 +231,11 @@ def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
     bin_dirs = ":".join(shlex.quote(str(directory)) for directory in dict.fromkeys(tools))
     terminal.print(f'export PATH={bin_dirs}:"$PATH"')
     terminal.print(f"export KUBECONFIG={shlex.quote(path)}")
+    for datacenter in state.datacenters:
+        variable = "FLEET_REGISTRY_" + re.sub(r"[^A-Z0-9]", "_", datacenter.name.upper())
+        terminal.print(f"export {variable}={shlex.quote(datacenter.registry)}")
+    if state.datacenters:
+        terminal.print(f"export FLEET_REGISTRY_CA={shlex.quote(state.datacenters[0].registry_ca)}")
 
 
 @dev.command()

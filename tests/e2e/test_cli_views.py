@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import yaml
 
@@ -146,3 +149,24 @@ def test_render_prints_what_the_controller_applied_and_diff_shows_only_the_chang
     broken = fleet_cli("diff", "nope", *where)
     assert broken.returncode == 2
     assert f"AddonProfile {tenant.namespace}/nope not found" in broken.stderr
+
+
+def test_dev_env_is_all_a_helm_push_to_a_datacenter_registry_needs(local_fleet, tmp_path):
+    chart = tmp_path / "hello"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: hello\nversion: 0.2.0\n")
+    script = (
+        f'eval "$({sys.executable} -m fleet dev env --state-dir {local_fleet.state_dir})"'
+        f" && helm package {chart} -d {tmp_path} >/dev/null"
+        f" && helm push {tmp_path}/hello-0.2.0.tgz oci://$FLEET_REGISTRY_DC_1/charts"
+        " --ca-file $FLEET_REGISTRY_CA"
+    )
+    pushed = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+        timeout=120,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert "Digest: sha256:" in pushed.stdout + pushed.stderr
