@@ -35,6 +35,7 @@ from fleet.sources.reader import Reader
 
 JSON = dict[str, Any]
 PROBLEMS = 3
+PIPED_WIDTH = 10_000
 MARKS = {"Ready": ("✓", "green"), "Paused": ("‖", "blue")}
 PENDING_MARK = ("…", "yellow")
 PROBLEM_MARK = ("✗", "red")
@@ -61,6 +62,19 @@ def _label(phase: str, *parts: str) -> Any:
     return text
 
 
+def _root(troubled: bool, title: str, facts: list[str]) -> Any:
+    """The tree's top line: ✗ when anything below has a problem, then what it describes."""
+    from rich.text import Text
+
+    symbol, style = PROBLEM_MARK if troubled else MARKS["Ready"]
+    text = Text(f"{symbol} ", style=style)
+    text.append(title, style="bold")
+    for fact in facts:
+        if fact:
+            text.append(f" · {fact}")
+    return text
+
+
 def _addon_branch(parent: Any, addon: AddonNode) -> None:
     facts = [f"revision {addon.revision}" if addon.revision else ""]
     facts.append(f"since {addon.last_change}" if addon.last_change else "")
@@ -82,7 +96,10 @@ def _deployment_branch(parent: Any, deployment: DeploymentNode, title: str) -> N
 def _print_tree(root: Any) -> None:
     from rich.console import Console
 
-    Console(highlight=False, soft_wrap=True).print(root)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: whole lines, for grep and scripts
+        console = Console(highlight=False, width=PIPED_WIDTH)
+    console.print(root)
 
 
 def _cluster_tree(view: ClusterView) -> Any:
@@ -91,17 +108,13 @@ def _cluster_tree(view: ClusterView) -> Any:
     gpus = "" if view.gpus is None else f"{view.gpus} GPUs"
     if gpus and view.gpu_nodes is not None:
         gpus += f" on {view.gpu_nodes} nodes"
-    phase = "Ready" if not view.cluster_problems else view.cluster_problems[0].reason
-    root = Tree(
-        _label(
-            phase,
-            f"Cluster {view.namespace}/{view.name}",
-            view.datacenter or "no datacenter",
-            view.phase,
-            f"Kubernetes {view.kubernetes_version}" if view.kubernetes_version else "",
-            gpus,
-        )
-    )
+    facts = [
+        view.datacenter or "no datacenter",
+        view.phase,
+        f"Kubernetes {view.kubernetes_version}" if view.kubernetes_version else "",
+        gpus,
+    ]
+    root = Tree(_root(bool(view.problems), f"Cluster {view.namespace}/{view.name}", facts))
     for problem in view.cluster_problems:
         root.add(_label(problem.reason, "cluster", problem.message))
     if not view.deployments:
@@ -114,15 +127,8 @@ def _cluster_tree(view: ClusterView) -> Any:
 def _profile_tree(view: ProfileView) -> Any:
     from rich.tree import Tree
 
-    phase = "Ready" if not view.problems else "Degraded"
-    root = Tree(
-        _label(
-            phase,
-            f"AddonProfile {view.namespace}/{view.name}",
-            f"add-ons {', '.join(view.addons) or '-'}",
-            f"{view.selected} clusters",
-        )
-    )
+    facts = [f"add-ons {', '.join(view.addons) or '-'}", f"{view.selected} clusters"]
+    root = Tree(_root(bool(view.problems), f"AddonProfile {view.namespace}/{view.name}", facts))
     if not view.deployments:
         root.add("no cluster has this profile's add-ons yet")
     for deployment in view.deployments:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ def test_describe_cluster_shows_the_failed_add_on_first_with_its_reason(
 ):
     addon(tenant, "settings", {"cm.yaml": config_map("settings", "  mode: fast\n")})
     # Upper case and '_' are not allowed in a ConfigMap's name: the API server refuses it.
-    addon(tenant, "broken", {"cm.yaml": config_map("Bad_Name", "  mode: slow\n")})
+    addon(tenant, "broken", {"cm.yaml": config_map("Bad_Name", "  mode: slow\n")}, False)
     profile(
         tenant,
         "views",
@@ -155,18 +154,14 @@ def test_dev_env_is_all_a_helm_push_to_a_datacenter_registry_needs(local_fleet, 
     chart = tmp_path / "hello"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: hello\nversion: 0.2.0\n")
+    # helm keeps its registry logins under $HOME: a home of its own for this test.
     script = (
         f'eval "$({sys.executable} -m fleet dev env --state-dir {local_fleet.state_dir})"'
+        f" && export HOME={tmp_path}"
         f" && helm package {chart} -d {tmp_path} >/dev/null"
         f" && helm push {tmp_path}/hello-0.2.0.tgz oci://$FLEET_REGISTRY_DC_1/charts"
         " --ca-file $FLEET_REGISTRY_CA"
     )
-    pushed = subprocess.run(
-        ["bash", "-c", script],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HOME": str(tmp_path)},
-        timeout=120,
-    )
+    pushed = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
     assert pushed.returncode == 0, pushed.stderr
     assert "Digest: sha256:" in pushed.stdout + pushed.stderr

@@ -212,7 +212,7 @@ def test_kubectl_fleet_takes_the_flags_a_kubectl_plugin_user_types(
 ):
     """Run by the real kubectl as its plugin, with a merged $KUBECONFIG whose current context
     is a decoy: `--context` picks the management cluster, `-n` its namespace."""
-    from fleet.devenv.toolchain import built_binary
+    from fleet.devenv.toolchain import ensure_toolchain
 
     management = yaml.safe_load(Path(local_fleet.management_kubeconfig).read_text())
     decoy = {
@@ -230,7 +230,7 @@ def test_kubectl_fleet_takes_the_flags_a_kubectl_plugin_user_types(
         "PATH": f"{plugin_dir}{os.pathsep}{os.environ['PATH']}",
         "KUBECONFIG": f"{tmp_path / 'decoy'}{os.pathsep}{local_fleet.management_kubeconfig}",
     }
-    kubectl = str(built_binary("kubectl"))
+    kubectl = str(ensure_toolchain().path("kubectl"))
 
     def kubectl_fleet(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
