@@ -20,7 +20,7 @@ from fleet.devenv.kubeapi import wait_for
 from fleet.devenv.restarts import load_restarts
 from fleet.devenv.roles import SUPERVISOR
 from fleet.devenv.state import FleetState, load_state
-from fleet.devenv.toolchain import TOOLS, Toolchain, cache_dir, ensure_toolchain
+from fleet.devenv.toolchain import TOOLS, Toolchain, built_binary, cache_dir, ensure_toolchain
 from fleet.devenv.topology import plan_fleet
 from fleet.errors import DevEnvError, FleetError
 from fleet.fleetview import rows
@@ -224,10 +224,14 @@ def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
     try:
         state = localfleet.require_state(state_dir)
         path = state.kubeconfig(cluster)
-        toolchain = ensure_toolchain()
-        tools = [toolchain.path(name).parent for name in ("kubectl", "helm", "oras")]
     except FleetError as error:
         terminal.abort(str(error))
+    # Only what is built: printing exports must never start a build.
+    binaries = [built_binary("kube").parent / "kubectl", built_binary("helm"), built_binary("oras")]
+    missing = [str(binary) for binary in binaries if not binary.exists()]
+    if missing:
+        terminal.abort(f"not built: {', '.join(missing)}; run `fleet dev build`")
+    tools = [binary.parent for binary in binaries]
     bin_dirs = ":".join(shlex.quote(str(directory)) for directory in dict.fromkeys(tools))
     terminal.print(f'export PATH={bin_dirs}:"$PATH"')
     terminal.print(f"export KUBECONFIG={shlex.quote(path)}")
