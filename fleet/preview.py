@@ -15,7 +15,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.api import CAPI_GROUP, CAPI_VERSIONS, GROUP, LABEL_CLUSTER, VERSION, deployment_name
+from fleet.api import GROUP, LABEL_CLUSTER, VERSION, deployment_name
 from fleet.api.models import (
     Addon,
     Cluster,
@@ -37,6 +37,7 @@ from fleet.render.templates import (
     render_addon,
 )
 from fleet.sources import ReadError
+from fleet.sources.management import cluster as get_cluster
 from fleet.sources.management import collection
 from fleet.sources.reader import Reader
 
@@ -75,14 +76,7 @@ def _secret(namespace: str, name: str) -> str:
 
 
 def read_target(reader: Reader, namespace: str, name: str) -> Target:
-    cluster_body = None
-    for version in CAPI_VERSIONS:
-        cluster_body = reader.get(_named(CAPI_GROUP, version, "clusters", namespace, name)).body
-        if cluster_body is not None:
-            break
-    if cluster_body is None:
-        raise ReadError(f"Cluster {namespace}/{name} not found")
-    cluster = parse_cluster(cluster_body)
+    cluster = parse_cluster(get_cluster(reader, namespace, name))
     datacenter = None
     if cluster.datacenter:
         found = reader.get(_named(GROUP, VERSION, "datacenters", "", cluster.datacenter)).body

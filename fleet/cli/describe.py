@@ -11,14 +11,13 @@ problems, as `fleet status`.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from fleet.api import CAPI_GROUP, CAPI_VERSIONS, GROUP, LABEL_CLUSTER, LABEL_PROFILE, VERSION
+from fleet.api import GROUP, LABEL_CLUSTER, LABEL_PROFILE, VERSION
 from fleet.cli.console import Terminal
-from fleet.cli.options import ManagementAccess, management_options
+from fleet.cli.options import ManagementAccess, management_options, read_management
 from fleet.describe import (
     AddonNode,
     ClusterView,
@@ -28,8 +27,8 @@ from fleet.describe import (
     is_problem,
     profile_view,
 )
-from fleet.errors import FleetError
 from fleet.sources import ReadError
+from fleet.sources.management import cluster as get_cluster
 from fleet.sources.management import collection
 from fleet.sources.reader import Reader
 
@@ -136,17 +135,6 @@ def _profile_tree(view: ProfileView) -> Any:
     return root
 
 
-def _read(terminal: Terminal, management: ManagementAccess, what: Callable[[Reader], Any]) -> Any:
-    try:
-        reader = Reader(management.endpoint())
-        try:
-            return what(reader)
-        finally:
-            reader.close()
-    except (FleetError, OSError) as error:
-        terminal.abort(f"cannot read the management cluster: {error}")
-
-
 def _named(reader: Reader, paths: list[str], what: str) -> JSON:
     for path in paths:
         found = reader.get(path).body
@@ -201,16 +189,12 @@ def describe_cluster(
 
     Exit code 0 when nothing is wrong, 3 when something is (the tree says what).
     """
-    quoted = urllib.parse.quote(name, safe="")
 
     def read(reader: Reader) -> tuple[JSON, list[JSON]]:
-        paths = [
-            f"{collection(CAPI_GROUP, v, 'clusters', namespace)}/{quoted}" for v in CAPI_VERSIONS
-        ]
-        cluster = _named(reader, paths, f"Cluster {namespace}/{name}")
+        cluster = get_cluster(reader, namespace, name)
         return cluster, _deployments(reader, namespace, f"{LABEL_CLUSTER}={name}")
 
-    cluster, deployments = _read(terminal, management, read)
+    cluster, deployments = read_management(terminal, management, read)
     view = cluster_view(cluster, deployments)
     _finish(terminal, view, _cluster_tree(view) if output == "tree" else None, output)
 
@@ -235,6 +219,6 @@ def describe_profile(
         profile = _named(reader, [path], f"AddonProfile {namespace}/{name}")
         return profile, _deployments(reader, namespace, f"{LABEL_PROFILE}={name}")
 
-    profile, deployments = _read(terminal, management, read)
+    profile, deployments = read_management(terminal, management, read)
     view = profile_view(profile, deployments)
     _finish(terminal, view, _profile_tree(view) if output == "tree" else None, output)

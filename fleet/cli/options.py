@@ -10,14 +10,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 
+    from fleet.cli.console import Terminal
     from fleet.sources.kubeconfig import Endpoint
+    from fleet.sources.reader import Reader
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +66,26 @@ def management_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Kubeconfig of the management cluster; several files joined by ':' are merged "
         "as kubectl merges them (default: $KUBECONFIG, then ~/.kube/config).",
     )(with_access)
+
+
+def read_management(
+    terminal: Terminal,
+    management: ManagementAccess,
+    work: Callable[[Reader], T],
+    *,
+    code: int = 1,
+    failed: str = "cannot read the management cluster: ",
+) -> T:
+    """`work` done with a light reader of the management cluster; a failure ends the
+    command with `code` and the error after `failed`."""
+    from fleet.errors import FleetError
+    from fleet.sources.reader import Reader
+
+    try:
+        reader = Reader(management.endpoint())
+        try:
+            return work(reader)
+        finally:
+            reader.close()
+    except (FleetError, OSError) as error:
+        terminal.abort(f"{failed}{error}", code)

@@ -10,8 +10,8 @@ differences, 2 an error.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import click
 import yaml
@@ -19,7 +19,7 @@ import yaml
 from fleet.api import GROUP, LABEL_PROFILE, VERSION
 from fleet.api.models import parse_profile
 from fleet.cli.console import Terminal
-from fleet.cli.options import ManagementAccess, management_options
+from fleet.cli.options import ManagementAccess, management_options, read_management
 from fleet.diffing import ObjectDiff, differences
 from fleet.errors import FleetError
 from fleet.plan import Record
@@ -35,7 +35,6 @@ from fleet.sources.reader import Reader
 
 JSON = dict[str, Any]
 DIFFERENT, BROKEN = 1, 2
-T = TypeVar("T")
 
 helm_option = click.option(
     "--helm",
@@ -45,21 +44,6 @@ helm_option = click.option(
 namespace_option = click.option(
     "-n", "--namespace", default="default", show_default=True, help="Namespace of the Cluster."
 )
-
-
-def _reading(terminal: Terminal, management: ManagementAccess, work: Callable[[Reader], T]) -> T:
-    try:
-        reader = Reader(management.endpoint())
-        try:
-            return work(reader)
-        finally:
-            reader.close()
-    except FleetError as error:
-        _fail(terminal, str(error))
-
-
-def _fail(terminal: Terminal, message: str) -> NoReturn:
-    terminal.abort(message, BROKEN)
 
 
 @click.command()
@@ -105,7 +89,7 @@ def render(
         finally:
             target.client.close()
 
-    variables, objects = _reading(terminal, management, work)
+    variables, objects = read_management(terminal, management, work, code=BROKEN, failed="")
     documents: list[Any] = [variables] if show_context else []
     if show_context:
         sys.stdout.write("# the variables the templates see\n")
@@ -168,7 +152,7 @@ def diff(
                 target.client.close()
         return found
 
-    found = _reading(terminal, management, work)
+    found = read_management(terminal, management, work, code=BROKEN, failed="")
     for object_diff in found:
         _print_diff(terminal, object_diff)
     if found:

@@ -54,6 +54,16 @@ def clusters(reader: Reader, namespace: str | None) -> list[JSON]:
     )
 
 
+def cluster(reader: Reader, namespace: str, name: str) -> JSON:
+    """One CAPI Cluster, at the newest version served."""
+    for version in CAPI_VERSIONS:
+        path = f"{collection(CAPI_GROUP, version, 'clusters', namespace)}/"
+        found = reader.get(path + urllib.parse.quote(name, safe="")).body
+        if found is not None:
+            return found
+    raise ReadError(f"Cluster {namespace}/{name} not found")
+
+
 def deployments(reader: Reader, namespace: str | None) -> list[JSON]:
     found = reader.list(collection(GROUP, VERSION, "addondeployments", namespace))
     if found is None:
