@@ -4,8 +4,10 @@ Commands are imported only when they run: `fleet controller` pulls in kopf
 and the whole controller (seconds of imports), which `fleet status` or
 `fleet --help` must not pay for. A new command is one more row in COMMANDS.
 
-Exit codes: 0 success, 1 an operation failed (the message says why), 2 bad
-usage, 3 `fleet status` found problems, 130 interrupted.
+Exit codes: 0 success, 1 an operation failed (the message says why) or `fleet
+wait` timed out, 2 bad usage, 3 `fleet status` or `fleet describe` found
+problems, 130 interrupted; `fleet diff` uses Argo CD's (0 same, 1 different,
+2 error).
 """
 
 from __future__ import annotations
