@@ -13,6 +13,7 @@ import base64
 import shutil
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fleet.api import GROUP, LABEL_CLUSTER, VERSION, deployment_name
@@ -132,27 +133,6 @@ def profile_values(
     return found[0]
 
 
-def helm_templater(
-    reader: Reader, helm: str | None, kube_version: str, datacenters: list[JSON]
-) -> ChartTemplater:
-    """Helm add-ons rendered at once with the local helm, charts verified as the controller
-    verifies them (the CA of the Datacenter whose registry serves the chart)."""
-    binary = helm or shutil.which("helm")
-    renderer = HelmRenderer(binary) if binary else None
-
-    def template(addon: Addon, values: JSON) -> list[JSON]:
-        if renderer is None:
-            raise PreviewError(
-                f"add-on {addon.name} is a helm chart: pass --helm or put helm on PATH"
-            )
-        repository = addon.require_chart().repository
-        return renderer.template(
-            addon, values, kube_version, _access(reader, repository, datacenters)
-        )
-
-    return template
-
-
 def _access(reader: Reader, repository: str, datacenters: list[JSON]) -> RegistryAccess:
     registry = serving_registry(repository, datacenters) or {}
     if registry.get("insecure"):
@@ -165,19 +145,46 @@ def _access(reader: Reader, repository: str, datacenters: list[JSON]) -> Registr
     return RegistryAccess(ca_pem=base64.b64decode(ca).decode())
 
 
+class Charts:
+    """Helm add-ons rendered with the local helm for one command: each chart pulled once
+    into `cache`, verified as the controller verifies it (the CA of the Datacenter whose
+    registry serves it), the Datacenters and their CAs read once."""
+
+    def __init__(self, reader: Reader, helm: str | None, cache: Path) -> None:
+        binary = helm or shutil.which("helm")
+        self._renderer = HelmRenderer(binary, cache) if binary else None
+        self._reader = reader
+        self._datacenters: list[JSON] | None = None
+        self._access: dict[str, RegistryAccess] = {}
+
+    def templater(self, kube_version: str) -> ChartTemplater:
+        """The chart renderer for a cluster of this Kubernetes version."""
+
+        def template(addon: Addon, values: JSON) -> list[JSON]:
+            if self._renderer is None:
+                raise PreviewError(
+                    f"add-on {addon.name} is a helm chart: pass --helm or put helm on PATH"
+                )
+            access = self._registry_access(addon.require_chart().repository)
+            return self._renderer.template(addon, values, kube_version, access)
+
+        return template
+
+    def _registry_access(self, repository: str) -> RegistryAccess:
+        if repository not in self._access:
+            if self._datacenters is None:
+                found = self._reader.list(collection(GROUP, VERSION, "datacenters", None))
+                self._datacenters = found or []
+            self._access[repository] = _access(self._reader, repository, self._datacenters)
+        return self._access[repository]
+
+
 def rendered(
-    reader: Reader,
-    target: Target,
-    addon: Addon,
-    values: JSON,
-    profile: str,
-    helm: str | None,
+    target: Target, addon: Addon, values: JSON, profile: str, charts: Charts
 ) -> list[JSON]:
     """The add-on's objects for this cluster, labelled and namespaced as the controller applies
     them."""
-    datacenters = reader.list(collection(GROUP, VERSION, "datacenters", None)) or []
-    charts = helm_templater(reader, helm, target.kube_version, datacenters)
-    objects = render_addon(addon, values, target.context, charts)
+    objects = render_addon(addon, values, target.context, charts.templater(target.kube_version))
     cluster = target.cluster
     deployment = target.deployments.get(profile) or deployment_name(profile, cluster.name)
     on_cluster = addon_on_cluster(target.client, cluster.namespace, deployment, profile, addon.name)

@@ -10,20 +10,23 @@ differences, 2 an error.
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
 from fleet.api import GROUP, LABEL_PROFILE, VERSION
-from fleet.api.models import parse_profile
+from fleet.api.models import Addon, AddonEntry, parse_profile
 from fleet.cli.console import Terminal
 from fleet.cli.options import ManagementAccess, management_options, read_management
 from fleet.diffing import ObjectDiff, differences
 from fleet.errors import FleetError
 from fleet.plan import Record
 from fleet.preview import (
+    Charts,
     Target,
     profile_values,
     read_addon,
@@ -84,7 +87,9 @@ def render(
         try:
             found = read_addon(reader, namespace, addon)
             profile_name, values = profile_values(reader, namespace, target, addon, profile)
-            objects = rendered(reader, target, found, values, profile_name, helm)
+            with tempfile.TemporaryDirectory(prefix="fleet-charts-") as cache:
+                charts = Charts(reader, helm, Path(cache))
+                objects = rendered(target, found, values, profile_name, charts)
             return target.context.variables(found, values), objects
         finally:
             target.client.close()
@@ -141,15 +146,17 @@ def diff(
                 raise FleetError(f"profile {profile} has no deployment on cluster {only}")
             clusters = [only]
         statuses = {d["spec"]["cluster"]: d.get("status") or {} for d in deployments}
+        addons = {e.name: read_addon(reader, namespace, e.name) for e in entries}
         found: list[ObjectDiff] = []
-        for name in clusters:
-            target = read_target(reader, namespace, name)
-            try:
-                found += list(
-                    _cluster_diffs(reader, target, entries, profile, statuses[name], helm)
-                )
-            finally:
-                target.client.close()
+        with tempfile.TemporaryDirectory(prefix="fleet-charts-") as cache:
+            charts = Charts(reader, helm, Path(cache))
+            for name in clusters:
+                target = read_target(reader, namespace, name)
+                try:
+                    status = statuses[name]
+                    found += _cluster_diffs(target, entries, addons, profile, status, charts)
+                finally:
+                    target.client.close()
         return found
 
     found = read_management(terminal, management, work, code=BROKEN, failed="")
@@ -160,14 +167,18 @@ def diff(
 
 
 def _cluster_diffs(
-    reader: Reader, target: Target, entries: Any, profile: str, status: JSON, helm: str | None
+    target: Target,
+    entries: tuple[AddonEntry, ...],
+    addons: dict[str, Addon],
+    profile: str,
+    status: JSON,
+    charts: Charts,
 ) -> Iterator[ObjectDiff]:
     applysets = {
         a["name"]: a.get("applyset") or {} for a in status.get("addons") or [] if a.get("name")
     }
     for entry in entries:
-        addon = read_addon(reader, target.cluster.namespace, entry.name)
-        objects = rendered(reader, target, addon, entry.values, profile, helm)
+        objects = rendered(target, addons[entry.name], entry.values, profile, charts)
         record = Record.from_json(applysets.get(entry.name)).covering(objects)
         yield from differences(target.client, target.cluster.name, entry.name, objects, record)
 
