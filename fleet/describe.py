@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.api import LABEL_DATACENTER
-from fleet.api.models import parse_cluster
-from fleet.fleetview import GPU_COUNT_LABEL, UNKNOWN
+from fleet.fleetview import UNKNOWN, ClusterRow, cluster_problems, rows
 from fleet.status import SEVERITY
 
 JSON = dict[str, Any]
@@ -90,12 +88,7 @@ class DeploymentNode:
 
 @dataclass(frozen=True, slots=True)
 class ClusterView:
-    namespace: str
-    name: str
-    datacenter: str
-    phase: str
-    kubernetes_version: str
-    gpus: int | None
+    row: ClusterRow  # what `fleet status` shows of the cluster
     gpu_nodes: int | None
     deployments: tuple[DeploymentNode, ...]
     cluster_problems: tuple[Problem, ...] = ()
@@ -107,12 +100,12 @@ class ClusterView:
     def to_json(self) -> JSON:
         return {
             "cluster": {
-                "namespace": self.namespace,
-                "name": self.name,
-                "datacenter": self.datacenter,
-                "phase": self.phase,
-                "kubernetesVersion": self.kubernetes_version,
-                "gpus": self.gpus,
+                "namespace": self.row.namespace,
+                "name": self.row.name,
+                "datacenter": self.row.datacenter,
+                "phase": self.row.phase,
+                "kubernetesVersion": self.row.kubernetes_version,
+                "gpus": self.row.gpus,
                 "gpuNodes": self.gpu_nodes,
             },
             "profiles": [d.to_json() for d in self.deployments],
@@ -236,39 +229,23 @@ def _ordered(nodes: list[DeploymentNode], key: str) -> tuple[DeploymentNode, ...
 def cluster_view(cluster: JSON, deployments: list[JSON]) -> ClusterView:
     """The cluster and the deployments of every profile on it, the worst first."""
     meta = cluster["metadata"]
-    parsed = parse_cluster(cluster)
     where = f"{meta['namespace']}/{meta['name']}"
+    (row,) = rows([cluster], deployments)
     bodies = [
         d
         for d in deployments
         if (d.get("spec") or {}).get("cluster") == meta["name"]
         and d["metadata"]["namespace"] == meta["namespace"]
     ]
-    mine = [deployment_node(d) for d in bodies]
-    seen = [s for d in bodies if (s := (d.get("status") or {}).get("cluster") or {})]
-    labels = meta.get("labels") or {}
-    gpus = next((s["gpus"] for s in seen if "gpus" in s), None)
-    if gpus is None and GPU_COUNT_LABEL in labels:
-        gpus = int(labels[GPU_COUNT_LABEL])
-    topology_version = ((cluster.get("spec") or {}).get("topology") or {}).get("version", "")
-    reasons = []
-    if parsed.deleting:
-        reasons.append(("Deleting", "the Cluster is being deleted"))
-    if parsed.paused:
-        reasons.append(("Paused", "the Cluster is paused: its add-ons are left as they are"))
-    if not parsed.control_plane_ready:
-        reasons.append(("NotReady", "its control plane is not ready: add-ons wait for it"))
+    seen = [(d.get("status") or {}).get("cluster") or {} for d in bodies]
     return ClusterView(
-        namespace=meta["namespace"],
-        name=meta["name"],
-        datacenter=labels.get(LABEL_DATACENTER, ""),
-        phase=(cluster.get("status") or {}).get("phase", UNKNOWN),
-        kubernetes_version=topology_version
-        or next((s["kubernetesVersion"] for s in seen if s.get("kubernetesVersion")), ""),
-        gpus=gpus,
+        row=row,
         gpu_nodes=next((s["gpuNodes"] for s in seen if "gpuNodes" in s), None),
-        deployments=_ordered(mine, "profile"),
-        cluster_problems=tuple(Problem(where, reason=r, message=m) for r, m in reasons),
+        deployments=_ordered([deployment_node(d) for d in bodies], "profile"),
+        cluster_problems=tuple(
+            Problem(where, reason=reason, message=message)
+            for reason, message in cluster_problems(cluster)
+        ),
     )
 
 

@@ -59,15 +59,16 @@ def _camel(name: str) -> str:
     return first + "".join(part.capitalize() for part in rest)
 
 
-def _cluster_problems(body: JSON) -> list[str]:
+def cluster_problems(body: JSON) -> list[tuple[str, str]]:
+    """(reason, message) of each thing that keeps a Cluster from its add-ons."""
     cluster = parse_cluster(body)
     problems = []
     if cluster.deleting:
-        problems.append("being deleted")
+        problems.append(("Deleting", "being deleted"))
     if cluster.paused:
-        problems.append("paused: no add-ons are applied")
+        problems.append(("Paused", "paused: no add-ons are applied"))
     if not cluster.control_plane_ready:
-        problems.append("control plane not ready")
+        problems.append(("NotReady", "control plane not ready"))
     return problems
 
 
@@ -97,7 +98,7 @@ def rows(clusters: list[JSON], deployments: list[JSON]) -> list[ClusterRow]:
         gpus = next((v["gpus"] for v in seen if "gpus" in v), None)
         if gpus is None and GPU_COUNT_LABEL in (meta.get("labels") or {}):
             gpus = int(meta["labels"][GPU_COUNT_LABEL])
-        problems = _cluster_problems(body) + [
+        problems = [message for _, message in cluster_problems(body)] + [
             _deployment_problem(d["spec"]["profile"], s)
             for d, s in zip(mine, statuses, strict=True)
             if s.get("phase") not in NOT_PROBLEMS

@@ -104,16 +104,16 @@ def _print_tree(root: Any) -> None:
 def _cluster_tree(view: ClusterView) -> Any:
     from rich.tree import Tree
 
-    gpus = "" if view.gpus is None else f"{view.gpus} GPUs"
+    gpus = "" if view.row.gpus is None else f"{view.row.gpus} GPUs"
     if gpus and view.gpu_nodes is not None:
         gpus += f" on {view.gpu_nodes} nodes"
     facts = [
-        view.datacenter or "no datacenter",
-        view.phase,
-        f"Kubernetes {view.kubernetes_version}" if view.kubernetes_version else "",
+        view.row.datacenter or "no datacenter",
+        view.row.phase,
+        f"Kubernetes {view.row.kubernetes_version}" if view.row.kubernetes_version else "",
         gpus,
     ]
-    root = Tree(_root(bool(view.problems), f"Cluster {view.namespace}/{view.name}", facts))
+    root = Tree(_root(bool(view.problems), f"Cluster {view.row.namespace}/{view.row.name}", facts))
     for problem in view.cluster_problems:
         root.add(_label(problem.reason, "cluster", problem.message))
     if not view.deployments:

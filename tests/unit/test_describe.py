@@ -74,7 +74,7 @@ def test_the_worst_profile_and_add_on_come_first_and_problems_are_fields():
     assert [d.profile for d in view.deployments] == ["c-missing", "b-bad", "a-good"]
     assert [a.name for a in view.deployments[1].addons] == ["webhook", "fine"]
     assert view.deployments[0].addons == ()  # a deployment-wide stop has no add-on rows
-    assert (view.gpus, view.gpu_nodes, view.kubernetes_version) == (16, 2, "v1.35.4")
+    assert (view.row.gpus, view.gpu_nodes, view.row.kubernetes_version) == (16, 2, "v1.35.4")
     assert [p.to_json() for p in view.problems] == [
         {
             "cluster": "fleet/gpu-01",
