@@ -16,7 +16,7 @@ import click
 
 from fleet.api.install import DEFAULT_NAMESPACE
 from fleet.cli.console import Terminal, columns
-from fleet.cli.options import ManagementAccess, management_options
+from fleet.cli.options import ManagementAccess, management_options, read_management
 from fleet.errors import FleetError
 from fleet.fleetview import ClusterRow, Heartbeat, heartbeat, rows, unread_heartbeat
 from fleet.progress import progress
@@ -182,14 +182,15 @@ def follow(
 ) -> None:
     """Every AddonDeployment's convergence, looked at every `interval` s, until Ctrl-C."""
     subject = f"namespace {namespace}" if namespace else "fleet"
-    try:
-        reader = Reader(management.endpoint())
+
+    def watch(reader: Reader) -> None:
         with terminal.bar(subject) as show:
             while True:
                 now = progress(deployments(reader, namespace))
                 show(now.ready, now.total, now.line())
                 time.sleep(interval)
-    except (FleetError, OSError) as error:
-        terminal.abort(f"cannot read the management cluster: {error}")
+
+    try:
+        read_management(terminal, management, watch)
     except KeyboardInterrupt:
         raise click.exceptions.Exit(INTERRUPTED) from None

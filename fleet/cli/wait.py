@@ -17,8 +17,7 @@ import click
 
 from fleet.api import GROUP, LABEL_CLUSTER, LABEL_PROFILE, VERSION
 from fleet.cli.console import Terminal
-from fleet.cli.options import ManagementAccess, management_options
-from fleet.errors import FleetError
+from fleet.cli.options import ManagementAccess, management_options, read_management
 from fleet.progress import Progress, progress
 from fleet.sources import ReadError
 from fleet.sources.management import collection
@@ -97,23 +96,17 @@ def wait(
     add-ons are Ready; progress on stderr, exit 1 on timeout."""
     subject = f"{kind} {namespace}/{name}"
     deadline = time.monotonic() + timeout
-    try:
-        reader = Reader(management.endpoint())
-    except (FleetError, OSError) as error:
-        terminal.abort(f"cannot read the management cluster: {error}")
-    try:
+
+    def until_done(reader: Reader) -> Progress:
         with terminal.bar(subject) as show:
             while True:
-                try:
-                    now = read_progress(reader, kind, namespace, name)
-                except (FleetError, OSError) as error:
-                    terminal.abort(f"cannot read the management cluster: {error}")
+                now = read_progress(reader, kind, namespace, name)
                 show(now.ready, now.total, now.line())
                 if now.done or time.monotonic() >= deadline:
-                    break
+                    return now
                 time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
-    finally:
-        reader.close()
+
+    now = read_management(terminal, management, until_done)
     if now.done:
         terminal.print(f"{subject}: {now.line()}")
         return
