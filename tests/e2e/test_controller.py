@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 from kubernetes import client
 
 from fleet.api import GROUP, VERSION
+from fleet.devenv.state import DatacenterInfo
 from fleet.devenv.toolchain import ensure_toolchain
 
 from .conftest import Tenant, fleet_cli, wait_until
@@ -384,6 +386,26 @@ def test_controller_restart_mid_work_converges_without_duplicates(tenant: Tenant
     assert 'fleet_reconcile_duration_seconds_count{result="Ready"}' in controller.metrics()
 
 
+def push_chart(helm: str, chart: Path, datacenter: DatacenterInfo, work: Path) -> None:
+    """Package `chart` (version 0.1.0) into `work` and push it to the datacenter's registry,
+    as a platform team mirrors a chart; helm keeps its registry logins under `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run([helm, "package", str(chart), "-d", str(work)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            helm,
+            "push",
+            str(work / f"{chart.name}-0.1.0.tgz"),
+            f"oci://{datacenter.registry}/charts",
+            "--ca-file",
+            datacenter.registry_ca,
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HOME": str(work)},
+    )
+
+
 def test_helm_addon_from_the_datacenter_registry(tenant: Tenant, local_fleet, tmp_path):
     helm = str(ensure_toolchain().path("helm"))
     chart = tmp_path / "gpu-probe"
@@ -404,22 +426,7 @@ def test_helm_addon_from_the_datacenter_registry(tenant: Tenant, local_fleet, tm
         " {type: object, x-kubernetes-preserve-unknown-fields: true}}}]\n"
     )
     registry = next(d for d in local_fleet.datacenters if d.name == "dc-1")
-    subprocess.run(
-        [helm, "package", str(chart), "-d", str(tmp_path)], check=True, capture_output=True
-    )
-    subprocess.run(
-        [
-            helm,
-            "push",
-            str(tmp_path / "gpu-probe-0.1.0.tgz"),
-            f"oci://{registry.registry}/charts",
-            "--ca-file",
-            registry.registry_ca,
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "HOME": str(tmp_path)},
-    )
+    push_chart(helm, chart, registry, tmp_path)
 
     tenant.label_cluster("gpu-01", {"helm": "yes"})
     addon(tenant, "probe-namespace", {})
@@ -482,23 +489,7 @@ def test_a_helm_addon_pulls_each_clusters_chart_from_its_own_datacenter_and_no_t
     )
     for datacenter in local_fleet.datacenters:
         (chart / "values.yaml").write_text(f"origin: {datacenter.name}\n")
-        packaged = tmp_path / datacenter.name
-        subprocess.run(
-            [helm, "package", str(chart), "-d", str(packaged)], check=True, capture_output=True
-        )
-        subprocess.run(
-            [
-                helm,
-                "push",
-                str(packaged / "dc-probe-0.1.0.tgz"),
-                f"oci://{datacenter.registry}/charts",
-                "--ca-file",
-                datacenter.registry_ca,
-            ],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "HOME": str(tmp_path)},
-        )
+        push_chart(helm, chart, datacenter, tmp_path / datacenter.name)
     tenant.apply(
         "addons",
         {
