@@ -12,12 +12,12 @@ import functools
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fleet.api import LABEL_DATACENTER
+from fleet.api import LABEL_DATACENTER, LABEL_GPU_COUNT
 from fleet.api.models import parse_cluster
+from fleet.gpu import declared_gpus, declared_offer, offer_line, reported_offer
 from fleet.status import PAUSED, READY
 
 JSON = dict[str, Any]
-GPU_COUNT_LABEL = "fleet.mlops.dev/gpu-count"
 # A deployment the controller has not written a phase on yet.
 UNKNOWN = "Unknown"
 # PAUSED is set by the controller on the deployments of a paused Cluster; the
@@ -37,6 +37,8 @@ class ClusterRow:
     phase: str
     kubernetes_version: str
     gpus: int | None
+    # What the cluster offers as declared, and what its nodes report when they differ.
+    gpu_offer: str
     addons_ready: int
     addons_total: int
     problems: tuple[str, ...]
@@ -96,8 +98,10 @@ def rows(clusters: list[JSON], deployments: list[JSON]) -> list[ClusterRow]:
         topology_version = ((body.get("spec") or {}).get("topology") or {}).get("version", "")
         versions = [v["kubernetesVersion"] for v in seen if v.get("kubernetesVersion")]
         gpus = next((v["gpus"] for v in seen if "gpus" in v), None)
-        if gpus is None and GPU_COUNT_LABEL in (meta.get("labels") or {}):
-            gpus = int(meta["labels"][GPU_COUNT_LABEL])
+        labels = meta.get("labels") or {}
+        if gpus is None and labels.get(LABEL_GPU_COUNT, "").isdigit():
+            gpus = int(labels[LABEL_GPU_COUNT])
+        reported = next((reported_offer(v) for v in seen if "gpus" in v), "")
         problems = [message for _, message in cluster_problems(body)] + [
             _deployment_problem(d["spec"]["profile"], s)
             for d, s in zip(mine, statuses, strict=True)
@@ -111,6 +115,7 @@ def rows(clusters: list[JSON], deployments: list[JSON]) -> list[ClusterRow]:
                 phase=(body.get("status") or {}).get("phase", "Unknown"),
                 kubernetes_version=topology_version or (versions[0] if versions else ""),
                 gpus=gpus,
+                gpu_offer=offer_line(declared_offer(declared_gpus(labels)), reported),
                 addons_ready=sum(a.get("phase") == READY for a in addons),
                 addons_total=len(addons),
                 problems=tuple(problems),

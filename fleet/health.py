@@ -103,6 +103,18 @@ def _pvc(body: JSON) -> Health:
     )
 
 
+def _cluster_policy(body: JSON) -> Health:
+    """The NVIDIA GPU Operator's ClusterPolicy: the operator sets `status.state` to `ready`
+    once every operand DaemonSet (driver, toolkit, device plugin, dcgm-exporter, GFD,
+    MIG manager) is ready on the GPU nodes."""
+    state = (body.get("status") or {}).get("state")
+    if state == "ready":
+        return Health(READY)
+    if not state:
+        return Health(PROGRESSING, "the GPU operator has not reported on its operands yet")
+    return Health(PROGRESSING, f"GPU operator operands are {state}")
+
+
 RULES: dict[str, Callable[[JSON], Health]] = {
     "Deployment": _deployment,
     "DaemonSet": _daemonset,
@@ -111,6 +123,7 @@ RULES: dict[str, Callable[[JSON], Health]] = {
     "CustomResourceDefinition": _crd,
     "Service": _service,
     "PersistentVolumeClaim": _pvc,
+    "ClusterPolicy": _cluster_policy,
 }
 
 

@@ -58,6 +58,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.cluster_gpus = Gauge(
+            "fleet_cluster_gpus",
+            "GPUs the workload cluster's nodes report, by product (as last read).",
+            ["namespace", "cluster", "datacenter", "product"],
+            registry=self.registry,
+        )
+
+    def count_gpus(self, found: dict[tuple[str, str, str, str], int]) -> None:
+        """Every cluster's GPUs, keyed (namespace, cluster, datacenter, product); clusters
+        gone since the last count drop out."""
+        self.cluster_gpus.clear()
+        for labels, count in found.items():
+            self.cluster_gpus.labels(*labels).set(count)
+
     def applied(self, applied: int, pruned: int) -> None:
         self.objects_applied.inc(applied)
         self.objects_pruned.inc(pruned)

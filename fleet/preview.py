@@ -31,6 +31,7 @@ from fleet.connections.kubeconfig import parse_kubeconfig
 from fleet.errors import PermanentError
 from fleet.render.helm import HelmRenderer, RegistryAccess, serving_registry
 from fleet.render.templates import (
+    Capabilities,
     ChartTemplater,
     RenderContext,
     gpu_inventory,
@@ -56,7 +57,6 @@ class Target:
     cluster: Cluster
     context: RenderContext
     client: ClusterClient
-    kube_version: str
     # profile name -> its AddonDeployment's name on this cluster
     deployments: dict[str, str]
 
@@ -93,11 +93,11 @@ def read_target(reader: Reader, namespace: str, name: str) -> Target:
     deployments = reader.list(
         collection(GROUP, VERSION, "addondeployments", namespace), f"{LABEL_CLUSTER}={name}"
     )
+    capabilities = Capabilities(kubelet_version(nodes), client.api_versions())
     return Target(
         cluster,
-        RenderContext(cluster, datacenter, gpu_inventory(nodes)),
+        RenderContext(cluster, datacenter, gpu_inventory(nodes), capabilities),
         client,
-        kubelet_version(nodes),
         {d["spec"]["profile"]: d["metadata"]["name"] for d in deployments or []},
     )
 
@@ -157,8 +157,8 @@ class Charts:
         self._datacenters: list[JSON] | None = None
         self._access: dict[str, RegistryAccess] = {}
 
-    def templater(self, kube_version: str) -> ChartTemplater:
-        """The chart renderer for a cluster of this Kubernetes version."""
+    def templater(self, capabilities: Capabilities) -> ChartTemplater:
+        """The chart renderer for a cluster with these capabilities."""
 
         def template(addon: Addon, values: JSON) -> list[JSON]:
             if self._renderer is None:
@@ -166,7 +166,7 @@ class Charts:
                     f"add-on {addon.name} is a helm chart: pass --helm or put helm on PATH"
                 )
             access = self._registry_access(addon.require_chart().repository)
-            return self._renderer.template(addon, values, kube_version, access)
+            return self._renderer.template(addon, values, capabilities, access)
 
         return template
 
@@ -184,7 +184,9 @@ def rendered(
 ) -> list[JSON]:
     """The add-on's objects for this cluster, labelled and namespaced as the controller applies
     them."""
-    objects = render_addon(addon, values, target.context, charts.templater(target.kube_version))
+    objects = render_addon(
+        addon, values, target.context, charts.templater(target.context.capabilities)
+    )
     cluster = target.cluster
     deployment = target.deployments.get(profile) or deployment_name(profile, cluster.name)
     on_cluster = addon_on_cluster(target.client, cluster.namespace, deployment, profile, addon.name)

@@ -13,6 +13,14 @@ CAPI_VERSIONS = ("v1beta2", "v1beta1")
 LABEL_DATACENTER = f"{GROUP}/datacenter"
 LABEL_CLUSTER = f"{GROUP}/cluster"
 LABEL_PROFILE = f"{GROUP}/profile"
+# What a Cluster declares about its GPUs (fleet.gpu reads them; the README has the table).
+LABEL_GPU_PRODUCT = f"{GROUP}/gpu-product"
+LABEL_GPU_COUNT = f"{GROUP}/gpu-count"
+LABEL_MIG_CAPABLE = f"{GROUP}/mig-capable"
+LABEL_MIG_PROFILE = f"{GROUP}/mig-profile"
+LABEL_MIG_STRATEGY = f"{GROUP}/mig-strategy"
+LABEL_TIME_SLICING_REPLICAS = f"{GROUP}/time-slicing-replicas"
+LABEL_GPU_DRIVER = f"{GROUP}/gpu-driver"
 FIELD_MANAGER = "fleet"
 # kopf's finalizer on fleet's own objects (AddonDeployments run their cleanup under it).
 CLEANUP_FINALIZER = f"{GROUP}/cleanup"

@@ -71,7 +71,18 @@ class Addon:
     create_namespace: bool = False
     # Take over objects that exist on the cluster without fleet's label (migrations).
     adopt: bool = False
+    # Labels the add-on keeps on the cluster's nodes matching node_selector (templates).
+    node_selector: tuple[tuple[str, str], ...] = ()
+    node_labels: tuple[tuple[str, str], ...] = ()
     spec: JSON = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def reads_api_versions(self) -> bool:
+        """Whether rendering looks at the cluster's served API versions: every chart may
+        (`.Capabilities.APIVersions`), a template only when it names `api_versions`."""
+        if self.kind == "helm":
+            return True
+        return any("api_versions" in text for _, text in self.templates)
 
     def require_chart(self) -> ChartSource:
         if self.chart is None:
@@ -102,6 +113,9 @@ def parse_addon(body: JSON) -> Addon:
                 body, "spec.chart.valuesTemplate", source.get("valuesTemplate", ""), str
             ),
         )
+    node_spec = _require(body, "spec.nodeLabels", _or_empty(spec.get("nodeLabels")), dict)
+    node_selector = _string_map(body, "spec.nodeLabels.nodeSelector", node_spec.get("nodeSelector"))
+    node_labels = _string_map(body, "spec.nodeLabels.labels", node_spec.get("labels"))
     meta = body["metadata"]
     return Addon(
         name=meta["name"],
@@ -115,8 +129,17 @@ def parse_addon(body: JSON) -> Addon:
             body, "spec.createNamespace", spec.get("createNamespace", False), bool
         ),
         adopt=_require(body, "spec.adopt", spec.get("adopt", False), bool),
+        node_selector=node_selector,
+        node_labels=node_labels,
         spec=spec,
     )
+
+
+def _string_map(body: JSON, path: str, value: Any) -> tuple[tuple[str, str], ...]:
+    found = _require(body, path, _or_empty(value), dict)
+    for key, item in found.items():
+        _require(body, f"{path}[{key!r}]", item, str)
+    return tuple(sorted(found.items()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,11 +48,14 @@ output_option = click.option(
 
 @click.group()
 def dev() -> None:
-    """Run a real local fleet without Docker: control planes, kwok GPU nodes, registries.
+    """Run a real local fleet without Docker: planes, kwok GPU nodes, registries, Prometheus.
+
+    Each datacenter has an OCI registry and a Prometheus.
 
     Binaries (etcd, Kubernetes, kwok, registry, helm, oras) are built from their
     Go modules into ~/.cache/fleet/testenv the first time (about 10 minutes on
-    2 cores; set FLEET_TESTENV_CACHE to move it).
+    2 cores; set FLEET_TESTENV_CACHE to move it). Prometheus is Debian's package,
+    installed with apt-get when missing.
     """
 
 
@@ -89,7 +92,8 @@ def build(terminal: Terminal, only: tuple[str, ...]) -> None:
     type=click.IntRange(1, 10),
     default=2,
     show_default=True,
-    help="Number of datacenters (one OCI registry each); clusters are spread round-robin.",
+    help="Number of datacenters (an OCI registry and a Prometheus each); clusters are "
+    "spread round-robin.",
 )
 @click.option(
     "--namespace",
@@ -213,7 +217,7 @@ def kubeconfig(terminal: Terminal, cluster: str | None, state_dir: Path) -> None
 @click.pass_obj
 def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
     """Print shell exports for kubectl, helm and oras, the fleet's KUBECONFIG, and each
-    datacenter's registry with the CA that verifies it.
+    datacenter's registry and Prometheus with the CA that verifies them.
 
     \b
     Use it as:  eval "$(fleet dev env)"        # the management cluster
@@ -236,8 +240,10 @@ def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
     terminal.print(f'export PATH={bin_dirs}:"$PATH"')
     terminal.print(f"export KUBECONFIG={shlex.quote(path)}")
     for datacenter in state.datacenters:
-        variable = "FLEET_REGISTRY_" + re.sub(r"[^A-Z0-9]", "_", datacenter.name.upper())
-        terminal.print(f"export {variable}={shlex.quote(datacenter.registry)}")
+        suffix = re.sub(r"[^A-Z0-9]", "_", datacenter.name.upper())
+        terminal.print(f"export FLEET_REGISTRY_{suffix}={shlex.quote(datacenter.registry)}")
+        if datacenter.prometheus:
+            terminal.print(f"export FLEET_PROMETHEUS_{suffix}={shlex.quote(datacenter.prometheus)}")
     if state.datacenters:
         terminal.print(f"export FLEET_REGISTRY_CA={shlex.quote(state.datacenters[0].registry_ca)}")
 
@@ -451,7 +457,12 @@ def _summary(state: FleetState) -> dict[str, Any]:
             for c in state.clusters
         ],
         "datacenters": [
-            {"name": d.name, "registry": d.registry, "registryCA": d.registry_ca}
+            {
+                "name": d.name,
+                "registry": d.registry,
+                "registryCA": d.registry_ca,
+                "prometheus": d.prometheus,
+            }
             for d in state.datacenters
         ],
         "versions": state.versions,
@@ -470,7 +481,7 @@ def _table(state: FleetState) -> str:
         )
         for c in state.clusters
     ]
-    registries = [("DATACENTER", "REGISTRY")] + [
-        (d.name, f"https://{d.registry}") for d in state.datacenters
+    registries = [("DATACENTER", "REGISTRY", "PROMETHEUS")] + [
+        (d.name, f"https://{d.registry}", d.prometheus or "-") for d in state.datacenters
     ]
     return f"{columns(clusters)}\n\n{columns(registries)}"

@@ -39,7 +39,7 @@ COMMANDS = {
     "dev": LazyCommand(
         "fleet.cli.dev",
         "dev",
-        "Run a real local fleet without Docker: control planes, kwok GPU nodes, registries.",
+        "Run a real local fleet without Docker: planes, kwok GPU nodes, registries, Prometheus.",
     ),
     "controller": LazyCommand(
         "fleet.cli.controller", "controller", "Run the fleet controller (kopf) until interrupted."

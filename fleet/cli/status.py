@@ -38,7 +38,7 @@ def status_table(found: list[ClusterRow], namespaced: bool) -> list[tuple[str, .
                 row.datacenter or "-",
                 row.phase,
                 row.kubernetes_version or "-",
-                "-" if row.gpus is None else str(row.gpus),
+                row.gpu_offer,
                 f"{row.addons_ready}/{row.addons_total}",
                 "; ".join(row.problems) or "-",
             )

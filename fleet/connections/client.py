@@ -240,6 +240,10 @@ class ClusterClient:
                 self._release(shared)
         self.connected, self.last_success = True, time.monotonic()
         data = answer.getvalue()
+        if status == 404 and not answer_type.startswith("application/json"):
+            # An API server answers a path it does not route (a group/version not served,
+            # e.g. a CRD's group before it is established) with a plain-text 404.
+            return status, {}
         try:
             decoded = orjson.loads(data) if data else {}
         except orjson.JSONDecodeError as error:
@@ -275,9 +279,25 @@ class ClusterClient:
             )
         return str(body["gitVersion"])
 
+    def api_versions(self) -> tuple[str, ...]:
+        """Every served group/version, sorted (one request: the API group list)."""
+        status, body = self.request("GET", "/apis", "list API groups")
+        body = self._checked(status, body, "list API groups")
+        served = {"v1"} | {
+            version["groupVersion"]
+            for group in body.get("groups") or []
+            for version in group.get("versions") or []
+            if version.get("groupVersion")
+        }
+        return tuple(sorted(served))
+
     def _discover(self, api_version: str) -> dict[str, Resource]:
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         status, body = self.request("GET", path, f"discover {api_version}")
+        if status == 404 and api_version == "v1":
+            raise NotKubernetes(
+                f"{self.cluster}: /api/v1 is not found: is the kubeconfig's server an API server?"
+            )
         if status == 404:
             return {}
         body = self._checked(status, body, f"discover {api_version}")
@@ -331,11 +351,19 @@ class ClusterClient:
                 return
             query["continue"] = token
 
-    def apply(self, resource: Resource, body: JSON, *, force: bool, dry_run: bool = False) -> JSON:
-        """Server-side apply as field manager `fleet`."""
+    def apply(
+        self,
+        resource: Resource,
+        body: JSON,
+        *,
+        force: bool,
+        dry_run: bool = False,
+        field_manager: str = FIELD_MANAGER,
+    ) -> JSON:
+        """Server-side apply, as field manager `fleet` unless told another."""
         meta = body["metadata"]
         what = f"apply {describe(resource.kind, meta.get('namespace', ''), meta['name'])}"
-        query = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+        query = {"fieldManager": field_manager, "force": "true" if force else "false"}
         if dry_run:
             query["dryRun"] = "All"
         status, answer = self.request(

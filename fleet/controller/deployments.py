@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet import nodelabels
 from fleet.api.models import Addon, AddonEntry, Cluster, Datacenter, Profile, parse_deployment_spec
 from fleet.apply import AddonOnCluster, ApplyFailed, addon_on_cluster, find_owned
 from fleet.connections.cache import ClusterCache, Kubeconfig
-from fleet.connections.client import ClusterClient, ClusterNotConnected, KindNotServed
+from fleet.connections.client import ApiError, ClusterClient, ClusterNotConnected, KindNotServed
 from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.hashing import digest
 from fleet.health import FAILED as HEALTH_FAILED
@@ -31,12 +32,14 @@ from fleet.order import dependency_order
 from fleet.plan import STRATEGIES, Live, ObjectKey, Record, Situation
 from fleet.render.helm import ChartRendering
 from fleet.render.templates import (
+    Capabilities,
     ChartTemplater,
     GPUInventory,
     RenderContext,
     gpu_inventory,
     kubelet_version,
     render_addon,
+    render_node_labels,
 )
 from fleet.status import (
     APPLYING,
@@ -71,9 +74,13 @@ class DeploymentMemo:
     # a drift check of an unchanged deployment renders nothing.
     rendered: tuple[str, dict[str, list[JSON]]] = ("", {})
     last_drift_check: float = 0.0
-    # (revision, kubeconfig version) the nodes were read for, the GPU inventory, kubelet version
-    facts: tuple[tuple[str, str], GPUInventory, str] | None = None
+    # (revision, kubeconfig version) the nodes were read for, the GPU inventory, capabilities
+    facts: tuple[tuple[str, str], GPUInventory, Capabilities] | None = None
     health_polls: int = 0
+    # The nodes as last read, kept only when an add-on labels nodes; add-on -> the
+    # revision its node labels were last put right for.
+    nodes: list[JSON] | None = None
+    labelled: dict[str, str] = field(default_factory=dict)
     # add-on -> (revision, what its chunked apply has applied so far)
     progress: dict[str, tuple[str, set[ObjectKey]]] = field(default_factory=dict)
     failures: int = 0
@@ -111,8 +118,8 @@ class Engine:
 
     connections: ClusterCache
     metrics: Metrics
-    # (cluster's Kubernetes version, every Datacenter) -> the Helm renderer for that cluster
-    charts: Callable[[str, tuple[JSON, ...]], ChartTemplater]
+    # (cluster's capabilities, every Datacenter) -> the Helm renderer for that cluster
+    charts: Callable[[Capabilities, tuple[JSON, ...]], ChartTemplater]
     record: Callable[[JSON, list[JSON]], None]
     max_objects: int = 10_000
     # Objects applied in one pass; a larger apply continues on the next passes.
@@ -131,7 +138,7 @@ def _entry(before: JSON, name: str, phase: str, message: str, when: str, **extra
     kept = {
         k: v
         for k, v in before.items()
-        if k in ("appliedRevision", "lastAppliedTime", "applyset", "objects")
+        if k in ("appliedRevision", "lastAppliedTime", "applyset", "objects", "labelledNodes")
     }
     entry = {**kept, **extra, "name": name, "phase": phase, "message": message[:1000]}
     entry["lastTransitionTime"] = (
@@ -232,20 +239,33 @@ def _gates(inputs: Inputs) -> Cluster:
 
 
 def _cluster_facts(
-    client: ClusterClient, inputs: Inputs, revision: str, drift_check: bool, memo: DeploymentMemo
-) -> tuple[GPUInventory, str]:
-    """The cluster's GPU inventory and Kubernetes version, as rendering sees them.
+    client: ClusterClient,
+    inputs: Inputs,
+    revision: str,
+    drift_check: bool,
+    memo: DeploymentMemo,
+    wants_api_versions: bool,
+) -> tuple[GPUInventory, Capabilities, list[JSON] | None]:
+    """The cluster's GPU inventory and capabilities, as rendering sees them, and the nodes
+    when they were read on this pass (None: the last read's facts were reused).
 
-    Nodes are read on a drift check, for a new revision or a new kubeconfig, and while
-    the last request to the cluster failed (so a pass woken by the probe asks the cluster
-    itself); health polls in between reuse what the last read found.
+    Nodes (and, for add-ons that look at them, the served API versions) are read on
+    a drift check, for a new revision or a new kubeconfig, and while the last request
+    to the cluster failed (so a pass woken by the probe asks the cluster itself);
+    health polls in between reuse what the last read found.
     """
     version = (revision, inputs.kubeconfig.version if inputs.kubeconfig else "")
     facts = memo.facts
+    nodes = None
     if drift_check or facts is None or facts[0] != version or not client.connected:
         nodes = list(client.list(client.resource("v1", "Node")))
-        facts = memo.facts = (version, gpu_inventory(nodes), kubelet_version(nodes))
-    return facts[1], facts[2]
+        served = client.api_versions() if wants_api_versions else ()
+        facts = memo.facts = (
+            version,
+            gpu_inventory(nodes),
+            Capabilities(kubelet_version(nodes), served),
+        )
+    return facts[1], facts[2], nodes
 
 
 @contextlib.contextmanager
@@ -285,24 +305,44 @@ def _reconcile(
         ordered = dependency_order(profile.addons)
         client = engine.connections.client(meta["namespace"], cluster.name, inputs.kubeconfig)
         revision = deployment.revision
-        inventory, kube_version = _cluster_facts(client, inputs, revision, drift_check, memo)
+        addons = {name: addon for name, addon in inputs.addons.items() if addon is not None}
+        inventory, capabilities, nodes = _cluster_facts(
+            client,
+            inputs,
+            revision,
+            drift_check,
+            memo,
+            any(addon.reads_api_versions for addon in addons.values()),
+        )
         seen = {
-            "kubernetesVersion": kube_version,
+            "kubernetesVersion": capabilities.kube_version,
             "nodes": inventory.nodes,
             "gpuNodes": inventory.gpu_nodes,
             "gpus": inventory.total,
         }
-        context = RenderContext(cluster, inputs.datacenter, inventory)
-        addons = {name: addon for name, addon in inputs.addons.items() if addon is not None}
+        if inventory.products:
+            seen["gpuProducts"] = dict(sorted(inventory.products.items()))
+        if inventory.mig_slices:
+            seen["migSlices"] = dict(sorted(inventory.mig_slices.items()))
+        if inventory.replicas > 1:
+            seen["gpuReplicas"] = inventory.replicas
+        context = RenderContext(cluster, inputs.datacenter, inventory, capabilities)
         # The profile's add-ons as read now, too: the revision may lag a profile change.
         entries = [(e.name, e.values) for e in ordered]
         inputs_digest = digest(
-            [deployment.revision, entries, seen, inventory.as_context(), cluster.endpoint]
+            [
+                deployment.revision,
+                entries,
+                seen,
+                inventory.as_context(),
+                capabilities.api_versions,
+                cluster.endpoint,
+            ]
         )
         if memo.rendered[0] == inputs_digest:
             rendered = memo.rendered[1]
         else:
-            charts = engine.charts(kube_version, inputs.datacenters)
+            charts = engine.charts(capabilities, inputs.datacenters)
             # Render every add-on before applying any: a template error leaves the cluster
             # untouched. Charts new to the renderer all start rendering at once.
             rendered, charts_rendering = {}, []
@@ -397,6 +437,21 @@ def _reconcile(
         results[entry.name] = result
         if delay is not None:
             delays.append(delay)
+    if profile.sync_mode != "DryRun":
+        if nodes is not None and any(a.node_labels for a in addons.values()):
+            memo.nodes = nodes
+        for entry in ordered:
+            results[entry.name] = _keep_node_labels(
+                client,
+                addons[entry.name],
+                entry.values,
+                context,
+                found[entry.name].on_cluster.applyset,
+                (nodes, memo),
+                results[entry.name],
+                deployment.revision,
+                outcome.events,
+            )
     kept = _withdraw_removed(client, previous, results, profile, outcome.events, when)
     if drift_check:
         memo.last_drift_check = time.monotonic()
@@ -604,6 +659,75 @@ def _reconcile_addon(
     return _judged(addon, name, before, when, _health(desired, found_now), extra), None
 
 
+def _keep_node_labels(
+    client: ClusterClient,
+    addon: Addon,
+    values: JSON,
+    context: RenderContext,
+    applyset: str,
+    seen: tuple[list[JSON] | None, DeploymentMemo],
+    result: JSON,
+    revision: str,
+    events: list[Event],
+) -> JSON:
+    """Put the add-on's node labels right once its objects are applied at this revision:
+    on the first pass that finds them applied, and whenever the nodes were read afresh
+    (a drift check). The entry records the nodes labelled, so that withdrawing the
+    add-on finds them."""
+    fresh, memo = seen
+    applied = result.get("appliedRevision") == revision and result["phase"] != FAILED
+    if not applied or not (addon.node_labels or result.get("labelledNodes")):
+        return result
+    nodes = fresh if fresh is not None else memo.nodes
+    if nodes is None or (fresh is None and memo.labelled.get(addon.name) == revision):
+        return result
+    field_manager = nodelabels.manager(applyset)
+    try:
+        wanted = render_node_labels(addon, values, context)
+        todo = nodelabels.changes(nodes, dict(addon.node_selector), wanted, field_manager)
+        _label(client, todo, field_manager)
+    except TemporaryError as error:
+        memo.facts = None  # the nodes changed meanwhile: read them again on the next pass
+        return result | {"phase": APPLYING, "message": f"node labels: {error}"[:1000]}
+    except PermanentError as error:
+        message = f"node labels: {error}"[:1000]
+        events.append(("Warning", "Failed", f"{addon.name}: {message}"))
+        return result | {"phase": FAILED, "message": message}
+    memo.labelled[addon.name] = revision
+    if todo:
+        changed = ", ".join(change.node for change in todo)
+        events.append(("Normal", "NodesLabelled", f"{addon.name}: labels set on {changed}"))
+    target = {key: value for key, value in wanted.items() if value}
+    selector = dict(addon.node_selector)
+    names = [
+        n["metadata"]["name"]
+        for n in nodes
+        if target and nodelabels.selected(n["metadata"].get("labels") or {}, selector)
+    ]
+    entry = {k: v for k, v in result.items() if k != "labelledNodes"}
+    return entry | ({"labelledNodes": sorted(names)} if names else {})
+
+
+def _label(client: ClusterClient, todo: list[nodelabels.NodeLabelling], field_manager: str) -> None:
+    resource = client.resource("v1", "Node")
+    for change in todo:
+        try:
+            client.apply(resource, change.body(), force=True, field_manager=field_manager)
+        except ApiError as error:
+            if error.code == 409:
+                raise TemporaryError(f"node {change.node} changed meanwhile", delay=1) from error
+            raise
+
+
+def _unlabel(client: ClusterClient, entry: JSON) -> None:
+    """Take the add-on's labels off every node that has them."""
+    if not entry.get("labelledNodes") or not entry.get("applyset"):
+        return
+    field_manager = nodelabels.manager(entry["applyset"]["id"])
+    nodes = list(client.list(client.resource("v1", "Node")))
+    _label(client, nodelabels.changes(nodes, {}, {}, field_manager), field_manager)
+
+
 def _problem(key: object, reason: str, message: str) -> JSON:
     return {"object": str(key), "reason": reason, "message": message[:300]}
 
@@ -648,6 +772,7 @@ def _withdraw_removed(
         elif profile.cleanup_policy == "Orphan":
             events.append(("Normal", "Orphaned", f"{name} left the profile; objects kept"))
         else:
+            _unlabel(client, entry)
             deleted = _delete_owned(client, entry["applyset"])
             message = f"{name} left the profile: deleted {len(deleted)} objects"
             events.append(("Normal", "Withdrawn", message))
@@ -670,15 +795,18 @@ def cleanup(engine: Engine, inputs: Inputs, grace_seconds: float) -> str:
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
     if parse_deployment_spec(body).cleanup_policy == "Orphan":
         return "objects orphaned by policy"
-    sets = [a["applyset"] for a in reversed(status.get("addons") or []) if a.get("applyset")]
-    if not sets:
+    entries = [a for a in reversed(status.get("addons") or []) if a.get("applyset")]
+    if not entries:
         return "nothing was applied"
     cluster = inputs.cluster
     if cluster is None:
         return f"cluster {spec['cluster']} is gone; nothing to delete from"
     try:
         client = engine.connections.client(meta["namespace"], cluster.name, inputs.kubeconfig)
-        deleted = [key for applyset in sets for key in _delete_owned(client, applyset)]
+        deleted = []
+        for entry in entries:
+            _unlabel(client, entry)
+            deleted += _delete_owned(client, entry["applyset"])
     except FleetError as error:
         started = parse_time(meta.get("deletionTimestamp"))
         elapsed = (now() - started).total_seconds() if started else 0

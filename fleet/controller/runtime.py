@@ -39,7 +39,7 @@ from fleet.controller.queue import WorkQueue
 from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.metrics import Metrics
 from fleet.render.helm import HELM_TIMEOUT, ChartRendering, HelmRenderer, RegistryAccess
-from fleet.render.templates import ChartTemplater
+from fleet.render.templates import Capabilities, ChartTemplater
 from fleet.status import DELETING, FAILED, backoff_seconds
 
 JSON = dict[str, Any]
@@ -90,7 +90,7 @@ class Runtime:
             HELM_JOBS, thread_name_prefix="helm"
         )
         self._tasks = [loop.create_task(self._queue.worker(self._handle)) for _ in range(WORKERS)]
-        self._tasks += [loop.create_task(self._every(GAUGE_SECONDS, self._count_phases))]
+        self._tasks += [loop.create_task(self._every(GAUGE_SECONDS, self._count_gauges))]
         self._tasks += [loop.create_task(self._every(PROBE_SECONDS, self._probe))]
 
     def stop(self) -> None:
@@ -368,7 +368,7 @@ class Runtime:
             )
 
     def _charts(
-        self, key: Hashable, kube_version: str, datacenters: tuple[JSON, ...]
+        self, key: Hashable, capabilities: Capabilities, datacenters: tuple[JSON, ...]
     ) -> ChartTemplater:
         """Helm add-ons for deployment `key`: rendered in the background, never in a worker.
 
@@ -385,11 +385,11 @@ class Runtime:
                 )
             if self._helm is None:
                 self._helm = HelmRenderer(self.helm)
-            found = self._helm.rendered(addon, values, kube_version)
+            found = self._helm.rendered(addon, values, capabilities)
             if found is not None:
                 return found
             access = self.management.registry_access(addon.require_chart().repository, datacenters)
-            job = self._chart_job(self._helm, addon, values, kube_version, access)
+            job = self._chart_job(self._helm, addon, values, capabilities, access)
             failure = job.exception() if job.done() else None
             if failure is not None:
                 raise failure
@@ -407,18 +407,18 @@ class Runtime:
         helm: HelmRenderer,
         addon: Addon,
         values: JSON,
-        kube_version: str,
+        capabilities: Capabilities,
         access: RegistryAccess,
     ) -> concurrent.futures.Future[list[JSON]]:
         """The `helm template` run for this input: running, failed lately, or started now."""
-        job_key = helm.key(addon, values, kube_version)
+        job_key = helm.key(addon, values, capabilities)
         with self._chart_lock:
             job, started = self._chart_jobs.get(job_key, (None, 0.0))
             retry = job is not None and job.done() and time.monotonic() - started > CHART_RETRY
             if job is None or retry:
                 if self._chart_pool is None:
                     raise RuntimeError("the controller runtime has not started")
-                job = self._chart_pool.submit(helm.template, addon, values, kube_version, access)
+                job = self._chart_pool.submit(helm.template, addon, values, capabilities, access)
                 self._chart_jobs[job_key] = (job, time.monotonic())
                 job.add_done_callback(lambda done: self._chart_done(job_key, done))
             return job
@@ -429,13 +429,23 @@ class Runtime:
             with self._chart_lock:
                 self._chart_jobs.pop(job_key, None)
 
-    def _count_phases(self) -> None:
+    def _count_gauges(self) -> None:
         phases = [
             (d.get("status") or {}).get("phase") or "Pending"
             for k in list(self.indexes.get("deployments", {}))
             for d in self._values("deployments", k)
         ]
         self.metrics.count_phases(phases)
+        gpus: dict[tuple[str, str, str, str], int] = {}
+        for k in list(self.indexes.get("deployments", {})):
+            for d in self._values("deployments", k):
+                namespace, cluster = d["metadata"]["namespace"], d["spec"]["cluster"]
+                seen = (d.get("status") or {}).get("cluster") or {}
+                found = self._one("clusters", (namespace, cluster))
+                datacenter = found.datacenter if found else ""
+                for product, count in (seen.get("gpuProducts") or {}).items():
+                    gpus[(namespace, cluster, datacenter, product)] = int(count)
+        self.metrics.count_gpus(gpus)
 
     async def _probe(self) -> None:
         """Probe clusters nobody heard from lately; wake their deployments when that changed."""

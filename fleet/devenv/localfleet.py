@@ -32,6 +32,13 @@ from fleet.devenv import controlplane, manifests, processes, supervisor
 from fleet.devenv.controlplane import PlaneFiles
 from fleet.devenv.kubeapi import KubeAPI, wait_for
 from fleet.devenv.pki import new_ca
+from fleet.devenv.prometheus import (
+    TARGETS_FILE,
+    PrometheusFiles,
+    prometheus_command,
+    write_prometheus_files,
+    write_targets,
+)
 from fleet.devenv.registry import (
     REGISTRY_ENV,
     RegistryFiles,
@@ -156,7 +163,7 @@ class _Bringup:
             )
             for plan in plans
         }
-        registries = self._start_registries(datacenters)
+        registries, prometheuses = self._start_datacenter_services(datacenters)
         for files in (management, *workloads.values()):
             self._start_kube(
                 f"{files.name}-apiserver",
@@ -168,6 +175,7 @@ class _Bringup:
             futures = [
                 pool.submit(self._management_plane, management),
                 pool.submit(self._wait_registries, registries),
+                pool.submit(self._wait_prometheuses, prometheuses),
                 *(pool.submit(self._workload_plane, plan, workloads[plan.name]) for plan in plans),
             ]
             try:
@@ -176,7 +184,7 @@ class _Bringup:
             except BaseException:
                 self.startup.aborted.set()
                 raise
-        self._register_datacenters(management, registries)
+        self._register_datacenters(management, registries, prometheuses)
         self._register_clusters(management, plans, workloads)
         self.state.management_server = management.server
         self.state.management_kubeconfig = str(management.kubeconfig())
@@ -195,7 +203,10 @@ class _Bringup:
         ]
         self.state.datacenters = [
             DatacenterInfo(
-                name=dc, registry=files.host, registry_ca=str(self.root / "registry-ca.crt")
+                name=dc,
+                registry=files.host,
+                registry_ca=str(self.root / "registry-ca.crt"),
+                prometheus=prometheuses[dc].url,
             )
             for dc, files in registries.items()
         ]
@@ -221,10 +232,14 @@ class _Bringup:
         self.report(f"etcd ready ({_elapsed(self.began)})")
         return url
 
-    def _start_registries(self, datacenters: list[str]) -> dict[str, RegistryFiles]:
+    def _start_datacenter_services(
+        self, datacenters: list[str]
+    ) -> tuple[dict[str, RegistryFiles], dict[str, PrometheusFiles]]:
+        """A registry and a Prometheus per datacenter, their certificates from one CA."""
         ca = new_ca("fleet-dev-registry-ca")
         (self.root / "registry-ca.crt").write_bytes(ca.cert_pem)
-        registries = {}
+        targets = self.root / TARGETS_FILE
+        registries, prometheuses = {}, {}
         for dc in datacenters:
             files = write_registry_files(dc, self.root / "registries" / dc, self.ports.take(), ca)
             self.startup.start(
@@ -233,7 +248,28 @@ class _Bringup:
                 REGISTRY_ENV,
             )
             registries[dc] = files
-        return registries
+            metrics = write_prometheus_files(
+                dc, self.root / "prometheus" / dc, self.ports.take(), ca, targets
+            )
+            self.startup.start(
+                f"prometheus-{dc}", prometheus_command(self.toolchain.path("prometheus"), metrics)
+            )
+            prometheuses[dc] = metrics
+        return registries, prometheuses
+
+    def _wait_prometheuses(self, prometheuses: dict[str, PrometheusFiles]) -> None:
+        context = ssl.create_default_context(cafile=str(self.root / "registry-ca.crt"))
+        http = urllib3.PoolManager(ssl_context=context, retries=False, timeout=2.0)
+        for dc, files in prometheuses.items():
+
+            def ready(url: str = f"{files.url}/-/ready") -> bool:
+                try:
+                    return http.request("GET", url).status == 200
+                except urllib3.exceptions.HTTPError:
+                    return False
+
+            self.wait(ready, f"the {dc} Prometheus at {files.url}", COMPONENT_READY_TIMEOUT)
+        self.report(f"{len(prometheuses)} Prometheus servers ready ({_elapsed(self.began)})")
 
     def _wait_registries(self, registries: dict[str, RegistryFiles]) -> None:
         context = ssl.create_default_context(cafile=str(self.root / "registry-ca.crt"))
@@ -336,9 +372,13 @@ class _Bringup:
         )
 
     def _register_datacenters(
-        self, management: PlaneFiles, registries: dict[str, RegistryFiles]
+        self,
+        management: PlaneFiles,
+        registries: dict[str, RegistryFiles],
+        prometheuses: dict[str, PrometheusFiles],
     ) -> None:
-        """One Datacenter per local datacenter, its registry's CA in a Secret of fleet-system."""
+        """One Datacenter per local datacenter, its registry's CA in a Secret of fleet-system,
+        its Prometheus with the same CA as a bundle (agents need it, and it is no secret)."""
         api = admin_api(management)
         api.create(
             "/api/v1/namespaces",
@@ -373,6 +413,11 @@ class _Bringup:
                                 "name": REGISTRY_CA_SECRET,
                                 "namespace": SYSTEM_NAMESPACE,
                             },
+                        },
+                        "prometheus": {
+                            "url": prometheuses[name].url,
+                            "remoteWriteURL": prometheuses[name].remote_write_url,
+                            "caBundle": ca,
                         },
                     },
                 },
@@ -577,6 +622,12 @@ def _start_again(state: FleetState, record: processes.ProcessRecord) -> processe
 CONTROLLER_READY_TIMEOUT = 60.0
 
 
+def announce_controller(state_dir: Path, metrics_address: str) -> None:
+    """Have every datacenter's Prometheus scrape the controller at `metrics_address`
+    (host:port), in place of any controller announced before."""
+    write_targets(Path(state_dir) / TARGETS_FILE, [metrics_address])
+
+
 def start_controller(state_dir: Path) -> str:
     """Run `fleet controller` against the local management cluster, as part of the fleet.
 
@@ -606,6 +657,7 @@ def start_controller(state_dir: Path) -> str:
     with updating(state_dir) as state:
         state.processes.append(process.record)
         state.controller_metrics = f"http://{metrics}/metrics"
+    announce_controller(state_dir, metrics)
     http = urllib3.PoolManager(retries=False, timeout=2.0)
 
     def healthy() -> bool:

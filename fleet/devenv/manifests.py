@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from fleet.api import LABEL_DATACENTER, LABEL_GPU_COUNT, LABEL_GPU_PRODUCT, LABEL_MIG_CAPABLE
 from fleet.devenv.pki import KeyPair
 from fleet.devenv.topology import ClusterPlan
 
@@ -18,10 +19,6 @@ JSON = dict[str, Any]
 
 CAPI_GROUP_VERSION = "cluster.x-k8s.io/v1beta2"
 CLUSTER_NAMESPACE = "fleet-clusters"
-LABEL_DATACENTER = "fleet.mlops.dev/datacenter"
-LABEL_GPU_PRODUCT = "fleet.mlops.dev/gpu-product"
-LABEL_GPU_COUNT = "fleet.mlops.dev/gpu-count"
-LABEL_MIG_CAPABLE = "fleet.mlops.dev/mig-capable"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"

@@ -41,6 +41,8 @@ class DatacenterInfo:
     name: str
     registry: str
     registry_ca: str
+    # https URL of the datacenter's Prometheus (its CA is registry_ca's).
+    prometheus: str = ""
 
 
 @dataclass(slots=True)

@@ -373,4 +373,56 @@ def ensure_toolchain(report: Report = _quiet, only: tuple[str, ...] = ()) -> Too
     for asset in ASSETS:
         version, toolchain.assets[asset.name] = _extract(asset, report)
         toolchain.versions.setdefault(asset.tool_dir, version)
+    for package in SYSTEM_PACKAGES:
+        binary, version = system_binary(package, report)
+        toolchain.binaries[package.binary] = binary
+        toolchain.versions[package.binary] = version
     return toolchain
+
+
+@dataclass(frozen=True, slots=True)
+class SystemPackage:
+    """A binary the local fleet takes from the distribution instead of building it."""
+
+    binary: str
+    debian_package: str
+    why: str
+
+
+# Prometheus: building it from its module needs its web UI built with npm first; Debian's
+# package (2.42 on bookworm) has the agent mode and remote-write receiver fleet needs.
+SYSTEM_PACKAGES = (SystemPackage("prometheus", "prometheus", "each datacenter's Prometheus"),)
+
+
+def system_binary(package: SystemPackage, report: Report = _quiet) -> tuple[Path, str]:
+    """The package's binary and version, installing the package with apt-get when it is
+    missing (as root, or through sudo)."""
+    found = shutil.which(package.binary)
+    if found is None:
+        apt = shutil.which("apt-get")
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        if apt is None or (sudo and shutil.which("sudo") is None):
+            raise BuildError(
+                f"{package.binary} is missing ({package.why}): install the Debian package "
+                f"{package.debian_package!r} (apt-get install {package.debian_package})"
+            )
+        report(f"installing {package.debian_package} with apt-get ({package.why})")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (
+            [*sudo, apt, "update", "-qq"],
+            [*sudo, apt, "install", "-y", "-qq", "--no-install-recommends", package.debian_package],
+        ):
+            result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+            if result.returncode != 0:
+                raise BuildError(
+                    f"{' '.join(command)} failed ({package.why}):\n{result.stderr.strip()[-2000:]}"
+                )
+        found = shutil.which(package.binary)
+        if found is None:
+            raise BuildError(f"{package.debian_package} installed no {package.binary} on PATH")
+    answer = subprocess.run(
+        [found, "--version"], capture_output=True, text=True, check=False, timeout=30
+    )
+    words = (answer.stdout or answer.stderr).split()
+    version = words[2] if len(words) > 2 else "unknown"
+    return Path(found), version

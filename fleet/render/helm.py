@@ -25,7 +25,7 @@ import yaml
 from fleet.api.models import Addon, ChartSource
 from fleet.errors import PermanentError, TemporaryError
 from fleet.hashing import digest
-from fleet.render.templates import LOADER
+from fleet.render.templates import LOADER, Capabilities
 
 JSON = dict[str, Any]
 HELM_TIMEOUT = 120
@@ -122,7 +122,7 @@ class HelmRenderer:
         return archives[0]
 
     @staticmethod
-    def key(addon: Addon, values: JSON, kube_version: str) -> str:
+    def key(addon: Addon, values: JSON, capabilities: Capabilities) -> str:
         """What one `helm template` run depends on: equal keys render equal objects."""
         chart = addon.require_chart()
         return digest(
@@ -133,32 +133,33 @@ class HelmRenderer:
                 chart.name,
                 chart.version,
                 values,
-                kube_version,
+                capabilities.kube_version,
+                capabilities.api_versions,
             ]
         )
 
-    def rendered(self, addon: Addon, values: JSON, kube_version: str) -> list[JSON] | None:
+    def rendered(self, addon: Addon, values: JSON, capabilities: Capabilities) -> list[JSON] | None:
         """The chart's objects when this input was rendered before, else None."""
         with self._lock:
-            cached = self._rendered.get(self.key(addon, values, kube_version))
+            cached = self._rendered.get(self.key(addon, values, capabilities))
         return None if cached is None else copy.deepcopy(cached)
 
     def template(
-        self, addon: Addon, values: JSON, kube_version: str, access: RegistryAccess
+        self, addon: Addon, values: JSON, capabilities: Capabilities, access: RegistryAccess
     ) -> list[JSON]:
         """The chart's objects; `helm template` runs once per distinct input, not per cluster."""
-        cached = self.rendered(addon, values, kube_version)
+        cached = self.rendered(addon, values, capabilities)
         if cached is not None:
             return cached
-        objects = self._template(addon, values, kube_version, access)
+        objects = self._template(addon, values, capabilities, access)
         with self._lock:
-            self._rendered[self.key(addon, values, kube_version)] = objects
+            self._rendered[self.key(addon, values, capabilities)] = objects
             while len(self._rendered) > RENDERED_KEPT:
                 self._rendered.pop(next(iter(self._rendered)))
         return copy.deepcopy(objects)
 
     def _template(
-        self, addon: Addon, values: JSON, kube_version: str, access: RegistryAccess
+        self, addon: Addon, values: JSON, capabilities: Capabilities, access: RegistryAccess
     ) -> list[JSON]:
         archive = self.chart(addon.require_chart(), access)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.cache) as values_file:
@@ -175,20 +176,36 @@ class HelmRenderer:
                 "-f",
                 values_file.name,
             ]
-            if kube_version:
-                arguments += ["--kube-version", kube_version]
+            if capabilities.kube_version:
+                arguments += ["--kube-version", capabilities.kube_version]
+            for api_version in capabilities.api_versions:
+                arguments += ["--api-versions", api_version]
             rendered = self._run(arguments, f"add-on {addon.name}: helm template")
         return [
             doc
             for doc in yaml.load_all(rendered, Loader=LOADER)
-            if isinstance(doc, dict) and not is_test_hook(doc)
+            if isinstance(doc, dict) and not is_skipped_hook(doc)
         ]
 
 
-def is_test_hook(body: JSON) -> bool:
-    """A chart's `helm test` object: never applied to a cluster (helm template --skip-tests
-    drops those under templates/tests/; this catches the rest by their hook annotation)."""
+# Helm hooks that run at times fleet has no equivalent of: applied as ordinary objects
+# they would run at once (a pre-delete clean-up Job on install).
+NEVER_APPLIED_HOOKS = frozenset(
+    {
+        "test",
+        "test-success",
+        "test-failure",
+        "pre-delete",
+        "post-delete",
+        "pre-rollback",
+        "post-rollback",
+    }
+)
+
+
+def is_skipped_hook(body: JSON) -> bool:
+    """A chart's test, delete or rollback hook: never applied to a cluster (helm template
+    --skip-tests drops only the tests under templates/tests/). Install and upgrade hooks
+    are applied with the rest, as Argo CD applies them as sync hooks."""
     hooks = ((body.get("metadata") or {}).get("annotations") or {}).get("helm.sh/hook", "")
-    return any(
-        hook.strip() in ("test", "test-success", "test-failure") for hook in hooks.split(",")
-    )
+    return any(hook.strip() in NEVER_APPLIED_HOOKS for hook in hooks.split(","))

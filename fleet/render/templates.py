@@ -25,6 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from fleet.api.models import Addon, Cluster, Datacenter
 from fleet.errors import PermanentError
+from fleet.gpu import declared_gpus
 
 JSON = dict[str, Any]
 # libyaml's safe loader where PyYAML was built with it (ten times faster), else PyYAML's own.
@@ -46,6 +47,10 @@ class GPUInventory:
     gpu_nodes: int = 0
     mig_capable_nodes: int = 0
     nodes: int = 0
+    # Allocatable MIG devices by profile (the `mixed` strategy's nvidia.com/mig-<profile>).
+    mig_slices: Mapping[str, int] = field(default_factory=dict)
+    # Time-slicing replicas per GPU, as GFD labels them (1: not shared).
+    replicas: int = 1
 
     @property
     def total(self) -> int:
@@ -58,6 +63,8 @@ class GPUInventory:
             "gpu_nodes": self.gpu_nodes,
             "mig_capable_nodes": self.mig_capable_nodes,
             "nodes": self.nodes,
+            "mig_slices": dict(sorted(self.mig_slices.items())),
+            "replicas": self.replicas,
         }
 
 
@@ -75,21 +82,52 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in digits)
 
 
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+
+
 def gpu_inventory(nodes: list[JSON]) -> GPUInventory:
     products: dict[str, int] = {}
+    slices: dict[str, int] = {}
     gpu_nodes = mig = 0
+    replicas = 1
     for node in nodes:
         labels = node.get("metadata", {}).get("labels") or {}
-        count = int((node.get("status", {}).get("allocatable") or {}).get("nvidia.com/gpu", 0))
-        if count <= 0:
+        allocatable = node.get("status", {}).get("allocatable") or {}
+        count = int(allocatable.get("nvidia.com/gpu", 0))
+        node_slices = {
+            resource.removeprefix(MIG_RESOURCE_PREFIX): int(value)
+            for resource, value in allocatable.items()
+            if resource.startswith(MIG_RESOURCE_PREFIX) and str(value).isdigit() and int(value)
+        }
+        if count <= 0 and not node_slices:
             continue
         gpu_nodes += 1
-        product = labels.get("nvidia.com/gpu.product", "unknown")
-        products[product] = products.get(product, 0) + count
+        for size, value in node_slices.items():
+            slices[size] = slices.get(size, 0) + value
+        if count > 0:
+            product = labels.get("nvidia.com/gpu.product", "unknown")
+            products[product] = products.get(product, 0) + count
         mig += labels.get("nvidia.com/mig.capable") == "true"
+        shared = labels.get("nvidia.com/gpu.replicas", "1")
+        replicas = max(replicas, int(shared) if shared.isdigit() else 1)
     return GPUInventory(
-        products=products, gpu_nodes=gpu_nodes, mig_capable_nodes=mig, nodes=len(nodes)
+        products=products,
+        gpu_nodes=gpu_nodes,
+        mig_capable_nodes=mig,
+        nodes=len(nodes),
+        mig_slices=slices,
+        replicas=replicas,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the workload cluster's API serves, as Helm's `.Capabilities` has it."""
+
+    kube_version: str = ""
+    # Served group/versions (`v1`, `apps/v1`, `monitoring.coreos.com/v1`), sorted; read only
+    # for add-ons that ask (helm charts, templates naming `api_versions`).
+    api_versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +135,7 @@ class RenderContext:
     cluster: Cluster
     datacenter: Datacenter | None
     gpu: GPUInventory
+    capabilities: Capabilities = Capabilities()
 
     def variables(self, addon: Addon, values: JSON) -> JSON:
         cluster = self.cluster
@@ -110,6 +149,9 @@ class RenderContext:
                 "topology": cluster.topology,
                 "endpoint": cluster.endpoint,
                 "datacenter": cluster.datacenter,
+                "gpu": declared_gpus(cluster.labels).as_context(),
+                "kubernetes_version": self.capabilities.kube_version,
+                "api_versions": list(self.capabilities.api_versions),
             },
             "datacenter": {
                 "name": datacenter.name,
@@ -131,6 +173,14 @@ def _to_yaml(value: Any) -> str:
 
 def _b64encode(value: str) -> str:
     return base64.b64encode(str(value).encode()).decode()
+
+
+class TemplateFailed(Exception):
+    """`fail(message)` in a template: the add-on refuses to render for this cluster."""
+
+
+def _fail(message: str) -> str:
+    raise TemplateFailed(str(message))
 
 
 # Limits on what one template may make: a template is code run by the controller.
@@ -167,6 +217,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     environment.filters.update(to_yaml=_to_yaml, b64encode=_b64encode)
+    environment.globals.update(fail=_fail)
     return environment
 
 
@@ -234,6 +285,8 @@ def render_text(addon: str, name: str, text: str, variables: JSON) -> str:
         ) from error
     except jinja2.exceptions.SecurityError as error:
         raise RenderError(addon, name, _template_line(error), f"not allowed: {error}") from error
+    except TemplateFailed as error:
+        raise RenderError(addon, name, _template_line(error), f"fail(): {error}") from error
     except (TypeError, ValueError, ArithmeticError, LookupError) as error:
         raise RenderError(addon, name, _template_line(error), str(error)) from error
 
@@ -300,6 +353,31 @@ def render_chart_values(addon: Addon, values: JSON, context: RenderContext) -> J
     if not isinstance(rendered, dict):
         raise RenderError(addon.name, VALUES_TEMPLATE, None, "rendered values are not a mapping")
     return rendered
+
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def render_node_labels(addon: Addon, values: JSON, context: RenderContext) -> dict[str, str]:
+    """The node labels an add-on keeps on this cluster (`spec.nodeLabels.labels` rendered);
+    an empty value means the label is not wanted."""
+    if not addon.node_labels:
+        return {}
+    variables = context.variables(addon, values)
+    labels = {}
+    for key, text in addon.node_labels:
+        where = f"nodeLabels.labels[{key!r}]"
+        value = render_text(addon.name, where, text, variables).strip()
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise RenderError(
+                addon.name,
+                where,
+                None,
+                f"{value[:80]!r} is not a valid label value (at most 63 characters: letters, "
+                "digits, '-', '_', '.', starting and ending with a letter or digit)",
+            )
+        labels[key] = value
+    return labels
 
 
 def chart_repository(addon: Addon, values: JSON, context: RenderContext) -> str:

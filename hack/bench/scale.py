@@ -822,6 +822,11 @@ class SizeRun:
             if converged and self.options.idle_seconds > 0:
                 self.stay_idle(baseline)
             self.time_status()
+            # The figures, before a clean-up that can take long at 1,000 clusters (the planes
+            # deleting thousands of pods and namespaces): an interrupted run keeps them.
+            header = [name for name, _ in COLUMNS]
+            measured = ", ".join(f"{n}={v}" for n, v in zip(header, row(self.result), strict=True))
+            self.say(f"measured: {measured}")
         except Exception as error:
             if self.result.outcome != "converged":
                 self.result.outcome = "error"
@@ -1822,6 +1827,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Started in the background by a non-interactive shell, SIGINT arrives ignored; Ctrl-C
+    # (or kill -INT) must still stop a run cleanly and print what it measured.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         sys.exit(main())
     except KeyboardInterrupt:

@@ -19,13 +19,12 @@ LEASE = "/apis/coordination.k8s.io/v1/namespaces/fleet-system/leases/fleet-contr
 FRESH = "2026-11-23T11:59:55.500000Z"  # 4.5 s before the fake server's Date
 
 
-def cluster(name, namespace="fleet-clusters", datacenter="dc-1", paused=False):
+def cluster(name, namespace="fleet-clusters", datacenter="dc-1", paused=False, gpus=None):
+    labels = {"fleet.mlops.dev/datacenter": datacenter}
+    if gpus is not None:
+        labels |= {"fleet.mlops.dev/gpu-product": "NVIDIA-L40S", "fleet.mlops.dev/gpu-count": gpus}
     return {
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"fleet.mlops.dev/datacenter": datacenter},
-        },
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {"paused": paused},
         "status": {"phase": "Provisioned", "initialization": {"controlPlaneInitialized": True}},
     }
@@ -71,9 +70,9 @@ def status(api: FakeApi, tmp_path, *args, env=None, **kubeconfig):
 def test_one_line_per_cluster_from_three_requests(api, tmp_path):
     api.collections[CLUSTERS] = [
         cluster("gpu-03"),
-        cluster("gpu-01"),
-        cluster("gpu-02", datacenter="dc-2", paused=True),
-        cluster("gpu-01", namespace="team-b"),
+        cluster("gpu-01", gpus="16"),
+        cluster("gpu-02", datacenter="dc-2", paused=True, gpus="8"),
+        cluster("gpu-01", namespace="team-b", gpus="4"),
     ]
     api.collections[DEPLOYMENTS] = [
         deployment("gpu-01", ready()),
@@ -91,12 +90,12 @@ def test_one_line_per_cluster_from_three_requests(api, tmp_path):
     assert result.stdout == (
         "NAMESPACE       CLUSTER  DATACENTER  PHASE        VERSION  GPUS  ADDONS  PROBLEMS\n"
         "fleet-clusters  gpu-01   dc-1        Provisioned  v1.35.4  16    3/3     -\n"
-        "fleet-clusters  gpu-02   dc-2        Provisioned  -        -     1/1     "
+        "fleet-clusters  gpu-02   dc-2        Provisioned  -        8     1/1     "
         "paused: no add-ons are applied\n"
         "fleet-clusters  gpu-03   dc-1        Provisioned  -        -     0/0     "
         "base: Unknown: the controller has not reported on it; "
         "extra: Unknown: the controller has not reported on it\n"
-        "team-b          gpu-01   dc-1        Provisioned  -        -     0/1     "
+        "team-b          gpu-01   dc-1        Provisioned  -        4     0/1     "
         "base: Failed: boom\n"
     )
     assert result.stderr == ""
@@ -114,7 +113,7 @@ def test_control_characters_from_the_cluster_do_not_reach_the_terminal(api, tmp_
 
 
 def test_a_healthy_fleet_exits_0_and_reports_the_controller_in_json(api, tmp_path):
-    api.collections[CLUSTERS] = [cluster("gpu-01")]
+    api.collections[CLUSTERS] = [cluster("gpu-01", gpus="16")]
     api.collections[DEPLOYMENTS] = [deployment("gpu-01", ready(addons=1))]
     api.objects[LEASE] = lease()
     result = status(api, tmp_path, "-o", "json")
@@ -128,6 +127,7 @@ def test_a_healthy_fleet_exits_0_and_reports_the_controller_in_json(api, tmp_pat
                 "phase": "Provisioned",
                 "kubernetesVersion": "v1.35.4",
                 "gpus": 16,
+                "gpuOffer": "16",
                 "addonsReady": 1,
                 "addonsTotal": 1,
                 "problems": [],

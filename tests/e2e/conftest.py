@@ -7,6 +7,7 @@ outright is cleaned up by the next one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from fleet.api import GROUP, VERSION
-from fleet.devenv.state import FleetState, load_state
+from fleet.devenv.localfleet import announce_controller
+from fleet.devenv.state import DatacenterInfo, FleetState, load_state
 
 CLUSTERS = 3
 DATACENTERS = 2
@@ -192,6 +195,7 @@ def controller(
         local_fleet.management_kubeconfig, tmp_path_factory.mktemp("controller") / "controller.log"
     )
     process.start()
+    announce_controller(STATE_DIR, f"127.0.0.1:{process.metrics_port}")
     try:
         yield process
     finally:
@@ -314,15 +318,14 @@ def copy_clusters(fleet: FleetState, api_client: client.ApiClient, namespace: st
         )
 
 
-@pytest.fixture
-def tenant(
-    local_fleet: FleetState,
-    management: client.ApiClient,
-    controller: ControllerProcess,
-    request: pytest.FixtureRequest,
+@contextlib.contextmanager
+def tenant_namespace(
+    local_fleet: FleetState, management: client.ApiClient, label: str
 ) -> Iterator[Tenant]:
+    """A management namespace with copies of the fleet's Clusters; on the way out its
+    profiles are deleted, the controller cleans up, and the namespaces go."""
     suffix = uuid.uuid4().hex[:6]
-    namespace = f"t-{request.node.name[5:30].replace('_', '-').strip('-').lower()}-{suffix}"
+    namespace = f"t-{label[:25].replace('_', '-').strip('-').lower()}-{suffix}"
     client.CoreV1Api(management).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
     )
@@ -336,7 +339,7 @@ def tenant(
         custom.delete_namespaced_custom_object(
             GROUP, VERSION, namespace, "addonprofiles", profile["metadata"]["name"]
         )
-    wait_until(lambda: not tenant.deployments(), 90, "the tenant's deployments to be cleaned up")
+    wait_until(lambda: not tenant.deployments(), 180, "the tenant's deployments to be cleaned up")
     client.CoreV1Api(management).delete_namespace(namespace)
     for cluster in local_fleet.clusters:
         try:
@@ -344,6 +347,48 @@ def tenant(
         except client.ApiException as error:
             if error.status != 404:
                 raise
+
+
+@pytest.fixture
+def tenant(
+    local_fleet: FleetState,
+    management: client.ApiClient,
+    controller: ControllerProcess,
+    request: pytest.FixtureRequest,
+) -> Iterator[Tenant]:
+    with tenant_namespace(local_fleet, management, request.node.name[5:30]) as tenant:
+        yield tenant
+
+
+def push_chart(
+    helm: str,
+    chart: Path,
+    datacenter: DatacenterInfo,
+    work: Path,
+    version: str = "0.1.0",
+    app_version: str | None = None,
+) -> None:
+    """Package `chart` at `version` into `work` and push it to the datacenter's registry,
+    as a platform team mirrors a chart; helm keeps its registry logins under `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = ["--version", version] + (["--app-version", app_version] if app_version else [])
+    subprocess.run(
+        [helm, "package", str(chart), "-d", str(work), *stamp], check=True, capture_output=True
+    )
+    name = yaml.safe_load((chart / "Chart.yaml").read_text())["name"]
+    subprocess.run(
+        [
+            helm,
+            "push",
+            str(work / f"{name}-{version}.tgz"),
+            f"oci://{datacenter.registry}/charts",
+            "--ca-file",
+            datacenter.registry_ca,
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HOME": str(work)},
+    )
 
 
 def wait_until(condition, timeout: float, what: str, describe=None):

@@ -7,18 +7,14 @@ namespace of its own on them.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-from pathlib import Path
 
 from kubernetes import client
 
 from fleet.api import GROUP, VERSION
-from fleet.devenv.state import DatacenterInfo
 from fleet.devenv.toolchain import ensure_toolchain
 
-from .conftest import Tenant, fleet_cli, wait_until
+from .conftest import Tenant, fleet_cli, push_chart, wait_until
 
 CLUSTERS = ("gpu-01", "gpu-02", "gpu-03")
 
@@ -384,26 +380,6 @@ def test_controller_restart_mid_work_converges_without_duplicates(tenant: Tenant
     ]
     assert sorted(names) == [f"restart.{c}" for c in CLUSTERS]
     assert 'fleet_reconcile_duration_seconds_count{result="Ready"}' in controller.metrics()
-
-
-def push_chart(helm: str, chart: Path, datacenter: DatacenterInfo, work: Path) -> None:
-    """Package `chart` (version 0.1.0) into `work` and push it to the datacenter's registry,
-    as a platform team mirrors a chart; helm keeps its registry logins under `work`."""
-    work.mkdir(parents=True, exist_ok=True)
-    subprocess.run([helm, "package", str(chart), "-d", str(work)], check=True, capture_output=True)
-    subprocess.run(
-        [
-            helm,
-            "push",
-            str(work / f"{chart.name}-0.1.0.tgz"),
-            f"oci://{datacenter.registry}/charts",
-            "--ca-file",
-            datacenter.registry_ca,
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "HOME": str(work)},
-    )
 
 
 def test_helm_addon_from_the_datacenter_registry(tenant: Tenant, local_fleet, tmp_path):

@@ -13,6 +13,7 @@ from fleet.connections.client import (
     ApiError,
     ClusterClient,
     ClusterNotConnected,
+    KindNotServed,
     NotKubernetes,
     Resource,
 )
@@ -85,6 +86,18 @@ def test_a_server_that_answers_like_no_kubernetes_api_is_named_as_such(server):
     answer["value"] = (200, "application/json", b'{"hello": "world"}')
     with pytest.raises(NotKubernetes, match="without gitVersion"):
         client.version()
+    answer["value"] = (404, "text/plain; charset=utf-8", b"404 page not found")
+    with pytest.raises(NotKubernetes, match=r"/api/v1 is not found"):
+        client.resource("v1", "Node")
+
+
+def test_a_group_not_served_yet_is_a_kind_not_served(server):
+    """A real API server answers an unrouted group path (a CRD not established yet) with a
+    plain-text 404: the kind is not served, the server is still Kubernetes."""
+    client, answer = server
+    answer["value"] = (404, "text/plain; charset=utf-8", b"404 page not found")
+    with pytest.raises(KindNotServed, match=r"ClusterPolicy \(nvidia.com/v1\) is not served"):
+        client.resource("nvidia.com/v1", "ClusterPolicy")
 
 
 def test_a_request_too_large_is_a_refusal_naming_the_object_not_an_unreachable_cluster(server):

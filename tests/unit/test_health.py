@@ -94,6 +94,9 @@ from fleet.health import FAILED, PROGRESSING, READY, Health, health, summarize
         ({"kind": "Service", "spec": {"type": "ClusterIP"}}, READY),
         ({"kind": "Service", "spec": {"type": "LoadBalancer"}, "status": {}}, PROGRESSING),
         ({"kind": "ConfigMap"}, READY),
+        ({"kind": "ClusterPolicy", "status": {"state": "ready"}}, READY),
+        ({"kind": "ClusterPolicy", "status": {"state": "notReady"}}, PROGRESSING),
+        ({"kind": "ClusterPolicy"}, PROGRESSING),
     ],
 )
 def test_rules(body, state):

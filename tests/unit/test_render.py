@@ -1,13 +1,15 @@
 import pytest
 
 from fleet.api.models import parse_addon, parse_cluster, parse_datacenter
-from fleet.render.helm import is_test_hook
+from fleet.render.helm import is_skipped_hook
 from fleet.render.templates import (
+    Capabilities,
     RenderContext,
     RenderError,
     gpu_inventory,
     render_addon,
     render_manifests,
+    render_node_labels,
 )
 
 CLUSTER = parse_cluster(
@@ -68,7 +70,101 @@ def test_gpu_inventory_counts_products_nodes_and_mig():
         "gpu_nodes": 2,
         "mig_capable_nodes": 1,
         "nodes": 3,
+        "mig_slices": {},
+        "replicas": 1,
     }
+
+
+def test_gpu_inventory_counts_mig_slices_and_shared_replicas():
+    nodes = [
+        {
+            "metadata": {
+                "labels": {"nvidia.com/gpu.product": "A100", "nvidia.com/gpu.replicas": "4"}
+            },
+            "status": {"allocatable": {"nvidia.com/gpu": "32"}},
+        },
+        {
+            "metadata": {"labels": {"nvidia.com/mig.capable": "true"}},
+            "status": {
+                "allocatable": {"nvidia.com/mig-1g.10gb": "14", "nvidia.com/mig-3g.40gb": "0"}
+            },
+        },
+    ]
+    inventory = gpu_inventory(nodes)
+    assert (inventory.gpu_nodes, inventory.replicas) == (2, 4)
+    assert inventory.mig_slices == {"1g.10gb": 14}
+    assert inventory.products == {"A100": 32}
+
+
+def test_templates_see_the_declared_gpus_and_served_api_versions():
+    cluster = parse_cluster(
+        {
+            "metadata": {
+                "name": "gpu-02",
+                "namespace": "fleet-clusters",
+                "labels": {
+                    "fleet.mlops.dev/gpu-product": "NVIDIA-A100-SXM4-80GB",
+                    "fleet.mlops.dev/gpu-count": "8",
+                    "fleet.mlops.dev/mig-profile": "all-3g.40gb",
+                },
+            },
+            "spec": {},
+        }
+    )
+    context = RenderContext(
+        cluster, DATACENTER, gpu_inventory([]), Capabilities("v1.35.4", ("apps/v1", "v1"))
+    )
+    text = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: facts\ndata:\n"
+        "  mig: {{ cluster.gpu.mig.profile }}\n"
+        "  configs: \"{{ cluster.gpu.mig.config['mig-configs'] | list }}\"\n"
+        "  apps: \"{{ 'apps/v1' in cluster.api_versions }}\"\n"
+        "  version: {{ cluster.kubernetes_version }}\n"
+    )
+    (facts,) = render_manifests(addon({"cm.yaml": text}), {}, context)
+    assert facts["data"] == {
+        "mig": "all-3g.40gb",
+        "configs": "['all-disabled', 'all-3g.40gb']",
+        "apps": "True",
+        "version": "v1.35.4",
+    }
+
+
+def test_fail_stops_rendering_with_its_message():
+    text = "{% if not cluster.gpu.declared %}{{ fail('no GPUs declared') }}{% endif %}\n"
+    with pytest.raises(RenderError, match=r"template 'cm.yaml' line 1: fail\(\): no GPUs declared"):
+        render_manifests(addon({"cm.yaml": text}), {}, CONTEXT)
+
+
+def node_label_addon(labels, selector=None):
+    return parse_addon(
+        {
+            "kind": "Addon",
+            "metadata": {"name": "gpu", "namespace": "fleet-clusters"},
+            "spec": {
+                "kind": "manifests",
+                "templates": {},
+                "nodeLabels": {"nodeSelector": selector or {}, "labels": labels},
+            },
+        }
+    )
+
+
+def test_node_labels_render_with_the_addon_variables():
+    found = node_label_addon({"example.com/dc": "{{ datacenter.name }}", "example.com/off": ""})
+    assert found.node_selector == ()
+    assert render_node_labels(found, {}, CONTEXT) == {
+        "example.com/dc": "dc-1",
+        "example.com/off": "",
+    }
+
+
+def test_an_invalid_node_label_value_is_a_render_error():
+    found = node_label_addon({"example.com/x": "{{ 'not valid!' }}"})
+    with pytest.raises(
+        RenderError, match=r"nodeLabels.labels\['example.com/x'\].*not a valid label value"
+    ):
+        render_node_labels(found, {}, CONTEXT)
 
 
 def test_templates_see_cluster_datacenter_gpu_and_values():
@@ -284,8 +380,17 @@ def test_an_object_over_the_size_limit_is_named():
 
 @pytest.mark.parametrize(
     ("hooks", "dropped"),
-    [("test", True), ("pre-install,test-success", True), ("pre-install", False), ("", False)],
+    [
+        ("test", True),
+        ("pre-install,test-success", True),
+        ("post-delete", True),
+        ("pre-delete", True),
+        ("pre-upgrade, pre-rollback", True),
+        ("pre-install", False),
+        ("post-upgrade", False),
+        ("", False),
+    ],
 )
-def test_helm_test_hooks_are_never_applied(hooks, dropped):
-    body = {"kind": "Pod", "metadata": {"name": "p", "annotations": {"helm.sh/hook": hooks}}}
-    assert is_test_hook(body) is dropped
+def test_helm_test_delete_and_rollback_hooks_are_never_applied(hooks, dropped):
+    body = {"kind": "Job", "metadata": {"name": "j", "annotations": {"helm.sh/hook": hooks}}}
+    assert is_skipped_hook(body) is dropped
