@@ -174,8 +174,7 @@ class _Bringup:
         with ThreadPoolExecutor(max_workers=len(plans) + 2) as pool:
             futures = [
                 pool.submit(self._management_plane, management),
-                pool.submit(self._wait_registries, registries),
-                pool.submit(self._wait_prometheuses, prometheuses),
+                pool.submit(self._wait_datacenter_services, registries, prometheuses),
                 *(pool.submit(self._workload_plane, plan, workloads[plan.name]) for plan in plans),
             ]
             try:
@@ -257,33 +256,27 @@ class _Bringup:
             prometheuses[dc] = metrics
         return registries, prometheuses
 
-    def _wait_prometheuses(self, prometheuses: dict[str, PrometheusFiles]) -> None:
+    def _wait_datacenter_services(
+        self, registries: dict[str, RegistryFiles], prometheuses: dict[str, PrometheusFiles]
+    ) -> None:
+        """Until every registry answers /v2/ and every Prometheus /-/ready, over TLS."""
         context = ssl.create_default_context(cafile=str(self.root / "registry-ca.crt"))
         http = urllib3.PoolManager(ssl_context=context, retries=False, timeout=2.0)
-        for dc, files in prometheuses.items():
+        services = [(f"the {dc} registry", f"{f.url}/v2/") for dc, f in registries.items()]
+        services += [(f"the {dc} Prometheus", f"{f.url}/-/ready") for dc, f in prometheuses.items()]
+        for what, url in services:
 
-            def ready(url: str = f"{files.url}/-/ready") -> bool:
+            def answers(url: str = url) -> bool:
                 try:
                     return http.request("GET", url).status == 200
                 except urllib3.exceptions.HTTPError:
                     return False
 
-            self.wait(ready, f"the {dc} Prometheus at {files.url}", COMPONENT_READY_TIMEOUT)
-        self.report(f"{len(prometheuses)} Prometheus servers ready ({_elapsed(self.began)})")
-
-    def _wait_registries(self, registries: dict[str, RegistryFiles]) -> None:
-        context = ssl.create_default_context(cafile=str(self.root / "registry-ca.crt"))
-        http = urllib3.PoolManager(ssl_context=context, retries=False, timeout=2.0)
-        for dc, files in registries.items():
-
-            def answers(url: str = f"{files.url}/v2/") -> bool:
-                try:
-                    return http.request("GET", url).status == 200
-                except urllib3.exceptions.HTTPError:
-                    return False
-
-            self.wait(answers, f"the {dc} registry at {files.url}", COMPONENT_READY_TIMEOUT)
-        self.report(f"{len(registries)} registries ready ({_elapsed(self.began)})")
+            self.wait(answers, f"{what} at {url}", COMPONENT_READY_TIMEOUT)
+        self.report(
+            f"{len(registries)} registries and {len(prometheuses)} Prometheus servers ready "
+            f"({_elapsed(self.began)})"
+        )
 
     def _management_plane(self, files: PlaneFiles) -> None:
         api = admin_api(files)

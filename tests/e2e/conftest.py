@@ -268,6 +268,48 @@ class Tenant:
             raise
 
 
+def register_cluster(
+    api_client: client.ApiClient, namespace: str, name: str, labels: dict, like: dict, secret
+) -> None:
+    """A Cluster `name` with `like`'s spec and status, and its kubeconfig Secret with
+    `secret`'s data: another registration of the same workload plane, as CAPI would make it."""
+    custom = client.CustomObjectsApi(api_client)
+    created = custom.create_namespaced_custom_object(
+        "cluster.x-k8s.io",
+        "v1beta2",
+        namespace,
+        "clusters",
+        {
+            "apiVersion": "cluster.x-k8s.io/v1beta2",
+            "kind": "Cluster",
+            "metadata": {"name": name, "labels": labels},
+            "spec": like["spec"],
+        },
+    )
+    custom.patch_namespaced_custom_object_status(
+        "cluster.x-k8s.io", "v1beta2", namespace, "clusters", name, {"status": like["status"]}
+    )
+    client.CoreV1Api(api_client).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=f"{name}-kubeconfig",
+                labels={"cluster.x-k8s.io/cluster-name": name},
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version="cluster.x-k8s.io/v1beta2",
+                        kind="Cluster",
+                        name=name,
+                        uid=created["metadata"]["uid"],
+                    )
+                ],
+            ),
+            type=secret.type,
+            data=secret.data,
+        ),
+    )
+
+
 def copy_clusters(fleet: FleetState, api_client: client.ApiClient, namespace: str) -> None:
     """Register the fleet's workload clusters again in `namespace`, as CAPI would."""
     custom = client.CustomObjectsApi(api_client)
@@ -276,45 +318,9 @@ def copy_clusters(fleet: FleetState, api_client: client.ApiClient, namespace: st
         "cluster.x-k8s.io", "v1beta2", fleet.namespace, "clusters"
     )["items"]:
         name = original["metadata"]["name"]
-        created = custom.create_namespaced_custom_object(
-            "cluster.x-k8s.io",
-            "v1beta2",
-            namespace,
-            "clusters",
-            {
-                "apiVersion": "cluster.x-k8s.io/v1beta2",
-                "kind": "Cluster",
-                "metadata": {"name": name, "labels": original["metadata"]["labels"]},
-                "spec": original["spec"],
-            },
-        )
-        custom.patch_namespaced_custom_object_status(
-            "cluster.x-k8s.io",
-            "v1beta2",
-            namespace,
-            "clusters",
-            name,
-            {"status": original["status"]},
-        )
         secret = core.read_namespaced_secret(f"{name}-kubeconfig", fleet.namespace)
-        core.create_namespaced_secret(
-            namespace,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(
-                    name=secret.metadata.name,
-                    labels=secret.metadata.labels,
-                    owner_references=[
-                        client.V1OwnerReference(
-                            api_version="cluster.x-k8s.io/v1beta2",
-                            kind="Cluster",
-                            name=name,
-                            uid=created["metadata"]["uid"],
-                        )
-                    ],
-                ),
-                type=secret.type,
-                data=secret.data,
-            ),
+        register_cluster(
+            api_client, namespace, name, original["metadata"]["labels"], original, secret
         )
 
 

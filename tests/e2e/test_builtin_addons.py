@@ -29,7 +29,14 @@ from fleet.api import GROUP, LABEL_MIG_PROFILE, LABEL_TIME_SLICING_REPLICAS, VER
 from fleet.devenv.state import FleetState
 from fleet.devenv.toolchain import built_binary
 
-from .conftest import Tenant, fleet_cli, push_chart, tenant_namespace, wait_until
+from .conftest import (
+    Tenant,
+    fleet_cli,
+    push_chart,
+    register_cluster,
+    tenant_namespace,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ADDONS = REPO / "addons"
@@ -93,52 +100,16 @@ def _applies(api_client: client.ApiClient) -> float:
 
 
 def _register_cpu_only(tenant: Tenant, like: str) -> None:
-    """A Cluster with no GPU declaration, sharing `like`'s plane (as CAPI would list it)."""
-    custom, core = tenant.custom, client.CoreV1Api(tenant.management)
-    original = custom.get_namespaced_custom_object(
+    """A Cluster with no GPU declaration, sharing `like`'s plane."""
+    original = tenant.custom.get_namespaced_custom_object(
         "cluster.x-k8s.io", "v1beta2", tenant.namespace, "clusters", like
     )
+    secret = client.CoreV1Api(tenant.management).read_namespaced_secret(
+        f"{like}-kubeconfig", tenant.namespace
+    )
     datacenter = original["metadata"]["labels"]["fleet.mlops.dev/datacenter"]
-    created = custom.create_namespaced_custom_object(
-        "cluster.x-k8s.io",
-        "v1beta2",
-        tenant.namespace,
-        "clusters",
-        {
-            "apiVersion": "cluster.x-k8s.io/v1beta2",
-            "kind": "Cluster",
-            "metadata": {"name": CPU_ONLY, "labels": {"fleet.mlops.dev/datacenter": datacenter}},
-            "spec": original["spec"],
-        },
-    )
-    custom.patch_namespaced_custom_object_status(
-        "cluster.x-k8s.io",
-        "v1beta2",
-        tenant.namespace,
-        "clusters",
-        CPU_ONLY,
-        {"status": original["status"]},
-    )
-    secret = core.read_namespaced_secret(f"{like}-kubeconfig", tenant.namespace)
-    core.create_namespaced_secret(
-        tenant.namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(
-                name=f"{CPU_ONLY}-kubeconfig",
-                labels={"cluster.x-k8s.io/cluster-name": CPU_ONLY},
-                owner_references=[
-                    client.V1OwnerReference(
-                        api_version="cluster.x-k8s.io/v1beta2",
-                        kind="Cluster",
-                        name=CPU_ONLY,
-                        uid=created["metadata"]["uid"],
-                    )
-                ],
-            ),
-            type=secret.type,
-            data=secret.data,
-        ),
-    )
+    labels = {"fleet.mlops.dev/datacenter": datacenter}
+    register_cluster(tenant.management, tenant.namespace, CPU_ONLY, labels, original, secret)
 
 
 def _active(api_client: client.ApiClient, namespace: str) -> bool:
