@@ -28,6 +28,8 @@ def identify(name: str) -> Identity:
             return Identity(role, name.removesuffix(f"-{role}"))
     if name.startswith("registry-"):
         return Identity("registry", "")
+    if name.startswith("prometheus-"):
+        return Identity("prometheus", "")
     if name == CONTROLLER:
         return Identity(CONTROLLER, MANAGEMENT)
     return Identity(name, "")
