@@ -351,25 +351,6 @@ class ClusterClient:
                 return
             query["continue"] = token
 
-    def list_version(self, resource: Resource, selector: str = "") -> str:
-        """The resourceVersion a watch of these objects starts from (one small LIST)."""
-        query = {"limit": "1"} | ({"labelSelector": selector} if selector else {})
-        what = f"list {resource.plural}"
-        status, body = self.request("GET", resource.path(), what, query=query, accept=METADATA_LIST)
-        return str((self._checked(status, body, what).get("metadata") or {}).get("resourceVersion"))
-
-    def stream_options(self) -> tuple[tuple[int, Any], ...]:
-        """How a long-lived watch request reaches this cluster: TLS and credentials as every
-        request, no read timeout (a quiet watch is not a dead one)."""
-        headers = [*self._headers, "Accept: application/json"]
-        return (
-            (pycurl.NOSIGNAL, 1),
-            (pycurl.PROXY, ""),
-            (pycurl.CONNECTTIMEOUT_MS, int(CONNECT_TIMEOUT * 1000)),
-            *self._tls,
-            (pycurl.HTTPHEADER, headers),
-        )
-
     def apply(
         self,
         resource: Resource,

@@ -61,8 +61,6 @@ from fleet.status import (
 
 JSON = dict[str, Any]
 Event = tuple[str, str, str]
-# The full drift check of a watched cluster, whose changes arrive as events.
-WATCHED_RECHECK_SECONDS = 3600
 # Objects named in an add-on's status problems (the CRD's maxItems).
 PROBLEMS_KEPT = 10
 
@@ -79,8 +77,6 @@ class DeploymentMemo:
     # (revision, kubeconfig version) the nodes were read for, the GPU inventory, capabilities
     facts: tuple[tuple[str, str], GPUInventory, Capabilities] | None = None
     health_polls: int = 0
-    # A watch saw something of this deployment change: the next pass is a drift check.
-    drift_due: bool = False
     # The nodes as last read, kept only when an add-on labels nodes; add-on -> the
     # revision its node labels were last put right for.
     nodes: list[JSON] | None = None
@@ -125,8 +121,6 @@ class Engine:
     # (cluster's capabilities, every Datacenter) -> the Helm renderer for that cluster
     charts: Callable[[Capabilities, tuple[JSON, ...]], ChartTemplater]
     record: Callable[[JSON, list[JSON]], None]
-    # (namespace, cluster) -> whether its watches stream (drift then shows as events)
-    watched: Callable[[str, str], bool] = lambda _namespace, _cluster: False
     max_objects: int = 10_000
     # Objects applied in one pass; a larger apply continues on the next passes.
     apply_chunk: int = 200
@@ -304,14 +298,9 @@ def _reconcile(
     profile = inputs.profile
     if profile is None:  # _gates stops on a problem, which a missing profile is
         raise _Stop(FAILED, "no profile", None)
-    # Watched, drift shows as events; the full check is then a safety net, hourly at least.
-    interval = deployment.drift_seconds
-    if engine.watched(meta["namespace"], deployment.cluster):
-        interval = max(interval, WATCHED_RECHECK_SECONDS)
-    drift_check = memo.drift_due or (
-        time.monotonic() - memo.last_drift_check >= drift_interval(meta["name"], interval)
+    drift_check = time.monotonic() - memo.last_drift_check >= drift_interval(
+        meta["name"], deployment.drift_seconds
     )
-    memo.drift_due = False
     with _stopping_on_errors(engine, memo, meta["namespace"], deployment.cluster):
         ordered = dependency_order(profile.addons)
         client = engine.connections.client(meta["namespace"], cluster.name, inputs.kubeconfig)
@@ -472,7 +461,7 @@ def _reconcile(
         delays.append(health_poll_seconds(memo.health_polls))
     elif not unhealthy:
         memo.health_polls = 0
-    delays.append(drift_interval(meta["name"], interval))
+    delays.append(drift_interval(meta["name"], deployment.drift_seconds))
     outcome.requeue = min(delays)
     addons_now = [results[e.name] for e in profile.addons if e.name in results]
     return addons_now + kept, {"cluster": seen}

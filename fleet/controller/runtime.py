@@ -30,9 +30,7 @@ from fleet.api.models import (
     parse_datacenter,
     parse_profile,
 )
-from fleet.connections.cache import ClusterCache, Kubeconfig
-from fleet.connections.client import KindNotServed
-from fleet.connections.watches import APPLYSET_LABEL, WatchHub, WatchSpec
+from fleet.connections.cache import ClusterCache
 from fleet.controller import deployments as reconciling
 from fleet.controller import profiles as selecting
 from fleet.controller.deployments import DeploymentMemo, Engine, Inputs
@@ -59,12 +57,6 @@ GAUGE_SECONDS = 10.0
 # check pays a new TLS handshake (2.8 ms of CPU against 0.7 ms for the probe, measured).
 PROBE_SECONDS = 15.0
 QUIET_SECONDS = 60.0
-# The watches wanted are worked out from the deployments' ApplySet records this often;
-# an event checks its deployments this long after it (events of one apply come together).
-WATCH_SYNC_SECONDS = 10.0
-EVENT_DELAY_SECONDS = 1.0
-# What one cluster's watches cover: (apiVersion/Kind, ApplySet ids) pairs and the kubeconfig.
-WatchSet = tuple[str, frozenset[tuple[str, frozenset[str]]]]
 
 
 @dataclass(slots=True)
@@ -86,10 +78,6 @@ class Runtime:
         default_factory=dict
     )
     _chart_lock: threading.Lock = field(default_factory=threading.Lock)
-    watches: WatchHub | None = None
-    # What each cluster's streams were started for; the deployment of each ApplySet id
-    _watch_sets: dict[tuple[str, str], WatchSet] = field(default_factory=dict)
-    _applysets: dict[str, Hashable] = field(default_factory=dict)
 
     # Life cycle
 
@@ -104,13 +92,8 @@ class Runtime:
         self._tasks = [loop.create_task(self._queue.worker(self._handle)) for _ in range(WORKERS)]
         self._tasks += [loop.create_task(self._every(GAUGE_SECONDS, self._count_gauges))]
         self._tasks += [loop.create_task(self._every(PROBE_SECONDS, self._probe))]
-        self.watches = WatchHub(self._watched_change, self._watch_lost)
-        self.watches.start()
-        self._tasks += [loop.create_task(self._every(WATCH_SYNC_SECONDS, self._sync_watches))]
 
     def stop(self) -> None:
-        if self.watches is not None:
-            self.watches.stop()
         for task in self._tasks:
             task.cancel()
         for pool in (self._pool, self._chart_pool):
@@ -286,7 +269,7 @@ class Runtime:
         memo = self.memos.setdefault(key, DeploymentMemo())
         inputs = self._inputs(body)
         charts = functools.partial(self._charts, key)
-        engine = Engine(self.connections, self.metrics, charts, self._record, self._watched)
+        engine = Engine(self.connections, self.metrics, charts, self._record)
         if body["metadata"].get("deletionTimestamp"):
             return await self._io_delay(self._clean_up, engine, inputs)
         started = time.monotonic()
@@ -463,132 +446,13 @@ class Runtime:
                 for product, count in (seen.get("gpuProducts") or {}).items():
                     gpus[(namespace, cluster, datacenter, product)] = int(count)
         self.metrics.count_gpus(gpus)
-        if self.watches is not None:
-            watched = sum(self.watches.watching(c) for c in self.watches.clusters())
-            self.metrics.watched_clusters.set(watched)
 
     async def _probe(self) -> None:
-        """Probe clusters nobody heard from lately (their watches, when they stream, say
-        they are there); wake their deployments when that changed."""
+        """Probe clusters nobody heard from lately; wake their deployments when that changed."""
         for (namespace, cluster), client in self.connections.quiet_since(QUIET_SECONDS):
-            if self._watched(namespace, cluster):
-                continue
             was = client.connected
             with contextlib.suppress(FleetError):
                 await self._io(client.version)
             if client.connected != was:
                 self.metrics.reachable(namespace, cluster, client.connected)
                 self.wake_deployments_of(namespace, cluster)
-
-    # Watching the workload clusters
-
-    def _watched(self, namespace: str, cluster: str) -> bool:
-        return self.watches is not None and self.watches.watching((namespace, cluster))
-
-    def _watched_change(self, cluster: tuple[str, str], applyset: str) -> None:
-        """From the watch thread: something fleet applied changed, or a node's facts."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._watched_event, cluster, applyset)
-
-    def _watch_lost(self, cluster: tuple[str, str]) -> None:
-        """From the watch thread: a watch of the cluster broke. Its deployments look at the
-        cluster now (Unreachable if it is down); its watches start again from a fresh list
-        once it answers (the next sync)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._restart_watches, cluster)
-
-    def _restart_watches(self, cluster: tuple[str, str]) -> None:
-        self.metrics.watches_lost.inc()
-        if self._watch_sets.pop(cluster, None) is not None and self.watches is not None:
-            self.watches.forget(cluster)
-            self._check_drift(cluster, "")
-
-    def _watched_event(self, cluster: tuple[str, str], applyset: str) -> None:
-        self.metrics.watch_events.inc()
-        self._check_drift(cluster, applyset)
-
-    def _check_drift(self, cluster: tuple[str, str], applyset: str) -> None:
-        if applyset:
-            key = self._applysets.get(applyset)
-            keys = [key] if key is not None else []
-        else:
-            keys = [
-                ("deployment", cluster[0], name)
-                for name in self._values("deployments_by_owner", ("cluster", *cluster))
-            ]
-        for key in keys:
-            self.memos.setdefault(key, DeploymentMemo()).drift_due = True
-            self.queue.add_after(key, EVENT_DELAY_SECONDS)
-
-    async def _sync_watches(self) -> None:
-        """Watch, on every cluster that has deployments (paused ones aside), the kinds their
-        ApplySet records name, label-selected on their ids, and its Nodes."""
-        wanted: dict[tuple[str, str], dict[str, set[str]]] = {}
-        applysets: dict[str, Hashable] = {}
-        for k in list(self.indexes.get("deployments", {})):
-            for body in self._values("deployments", k):
-                meta = body["metadata"]
-                cluster = (meta["namespace"], body["spec"]["cluster"])
-                found: Cluster | None = self._one("clusters", cluster)
-                if found is None or found.paused or meta.get("deletionTimestamp"):
-                    continue
-                kinds = wanted.setdefault(cluster, {"v1/Node": set()})
-                for entry in (body.get("status") or {}).get("addons") or []:
-                    record = entry.get("applyset") or {}
-                    if not record.get("id"):
-                        continue
-                    applysets[record["id"]] = ("deployment", meta["namespace"], meta["name"])
-                    for kind in record.get("groupKinds") or []:
-                        kinds.setdefault(kind, set()).add(record["id"])
-        self._applysets = applysets
-        assert self.watches is not None  # noqa: S101 (started with the runtime)
-        for cluster in set(self._watch_sets) - set(wanted):
-            self._watch_sets.pop(cluster, None)
-            self.watches.forget(cluster)
-        for cluster, kinds in wanted.items():
-            kubeconfig: Kubeconfig | None = self._one("kubeconfigs", cluster)
-            if kubeconfig is None:
-                continue
-            watch_set: WatchSet = (
-                kubeconfig.version,
-                frozenset((kind, frozenset(ids)) for kind, ids in kinds.items()),
-            )
-            if self._watch_sets.get(cluster) == watch_set:
-                continue
-            restarted = cluster in self._watch_sets or not self._watched(*cluster)
-            if await self._io(self._start_watches, cluster, kubeconfig, watch_set):
-                self._watch_sets[cluster] = watch_set
-                if restarted:
-                    self._check_drift(cluster, "")
-
-    def _start_watches(
-        self, cluster: tuple[str, str], kubeconfig: Kubeconfig, watch_set: WatchSet
-    ) -> bool:
-        """Start the cluster's watches from a fresh list of each; False when the cluster
-        did not answer (tried again on the next sync)."""
-        assert self.watches is not None  # noqa: S101 (started with the runtime)
-        try:
-            client = self.connections.client(*cluster, kubeconfig)
-        except FleetError as error:
-            log.debug("watches of %s/%s not started: %s", *cluster, error)
-            return False
-        was = client.connected
-        try:
-            specs = []
-            for kind, ids in watch_set[1]:
-                api_version, name = kind.rsplit("/", 1)
-                try:
-                    resource = client.resource(api_version, name)
-                except KindNotServed:
-                    continue
-                selector = f"{APPLYSET_LABEL} in ({','.join(sorted(ids))})" if ids else ""
-                version = client.list_version(resource, selector)
-                specs.append(WatchSpec(resource, selector, version))
-        except FleetError as error:
-            log.debug("watches of %s/%s not started: %s", *cluster, error)
-            if was and not client.connected and self._loop is not None:
-                # As a probe would: the cluster just went away; its deployments say so.
-                self._loop.call_soon_threadsafe(self.wake_deployments_of, *cluster)
-            return False
-        self.watches.watch(cluster, client, specs)
-        return True
