@@ -498,7 +498,10 @@ def _halt(state_dir: Path) -> _Halted | None:
     storage = [record for record in running if record.name == "etcd"]
     rest = [record for record in running if record.name != "etcd"]
     killed += processes.stop(rest) + processes.stop(storage)
-    return _Halted(len(watching) + len(running), killed)
+    # A start-up killed outright may have started a component it never recorded.
+    unrecorded = processes.using_files_under(state_dir)
+    killed += processes.stop(unrecorded)
+    return _Halted(len(watching) + len(running) + len(unrecorded), killed)
 
 
 def _clear_leftovers(state_dir: Path, report: Report) -> None:

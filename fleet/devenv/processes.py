@@ -170,6 +170,41 @@ def restart(record: ProcessRecord) -> Process:
     return start(record.name, list(record.command), Path(record.log), record.env)
 
 
+def using_files_under(root: Path) -> list[ProcessRecord]:
+    """Session leaders whose command line names a file under `root` (a state directory),
+    this process and its ancestors aside: what a start-up killed between starting a
+    component (each in a session of its own) and recording it left behind. The state
+    directory's path is unique to one fleet; a shell's `tail -f` of a log there leads no
+    session, so it is never taken for one."""
+    prefix = f"{root.resolve()}/".encode()
+    spared, pid = set(), os.getpid()
+    while pid > 1:
+        spared.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            break
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        ticks = start_ticks(int(entry.name))
+        if ticks is None or not any(prefix in argument for argument in arguments):
+            continue
+        try:
+            session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+        if session == int(entry.name):
+            command = tuple(a.decode(errors="replace") for a in arguments if a)
+            found.append(ProcessRecord("unrecorded", int(entry.name), ticks, command, ""))
+    return found
+
+
 def stop(records: list[ProcessRecord], grace: float = STOP_GRACE_SECONDS) -> list[str]:
     """Stop the recorded processes (SIGTERM, then SIGKILL after `grace`).
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fleet.devenv import localfleet
-from fleet.devenv.processes import is_running
+from fleet.devenv.processes import is_running, using_files_under
 from fleet.devenv.state import FleetState, load_state
 from fleet.devenv.toolchain import Toolchain, ensure_toolchain
 from fleet.devenv.topology import plan_fleet
@@ -120,6 +120,8 @@ def test_down_stops_what_a_killed_up_left_behind(tmp_path):
     assert stopped.returncode == 0, stopped.stderr
     assert not state_dir.exists()
     assert not any(is_running(record) for record in state.processes)
+    # Not even a component `up` started and was killed before it could record.
+    assert using_files_under(state_dir) == []
 
 
 def test_a_component_dying_at_start_is_named_with_its_log_and_nothing_is_left(tmp_path):

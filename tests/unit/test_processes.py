@@ -1,10 +1,18 @@
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from fleet.devenv.processes import PortAllocator, ProcessRecord, is_running, start, stop
+from fleet.devenv.processes import (
+    PortAllocator,
+    ProcessRecord,
+    is_running,
+    start,
+    stop,
+    using_files_under,
+)
 from fleet.devenv.state import ClusterInfo, FleetState, load_state
 
 SLEEP = shutil.which("sleep")
@@ -71,3 +79,20 @@ def test_state_round_trips(tmp_path):
     )
     state.save()
     assert load_state(Path(tmp_path)) == state
+
+
+def test_unrecorded_session_leaders_using_a_state_directory_are_found(tmp_path):
+    marker = str(tmp_path / "fleet" / "planes" / "gpu-01" / "pki")
+    command = [sys.executable, "-c", "import time; time.sleep(60)", marker]
+    leader = subprocess.Popen(command, start_new_session=True)
+    follower = subprocess.Popen(command)  # like a shell's `tail -f` of a log: no session
+    try:
+        found = using_files_under(tmp_path / "fleet")
+        assert [record.pid for record in found] == [leader.pid]
+        assert using_files_under(tmp_path / "elsewhere") == []
+        stop(found)
+        assert leader.wait(5) is not None
+    finally:
+        for process in (leader, follower):
+            process.kill()
+            process.wait()
