@@ -447,7 +447,8 @@ def _reconcile(
                 entry.values,
                 context,
                 found[entry.name].on_cluster.applyset,
-                (nodes, memo),
+                nodes,
+                memo,
                 results[entry.name],
                 deployment.revision,
                 outcome.events,
@@ -665,7 +666,8 @@ def _keep_node_labels(
     values: JSON,
     context: RenderContext,
     applyset: str,
-    seen: tuple[list[JSON] | None, DeploymentMemo],
+    fresh: list[JSON] | None,
+    memo: DeploymentMemo,
     result: JSON,
     revision: str,
     events: list[Event],
@@ -673,8 +675,7 @@ def _keep_node_labels(
     """Put the add-on's node labels right once its objects are applied at this revision:
     on the first pass that finds them applied, and whenever the nodes were read afresh
     (a drift check). The entry records the nodes labelled, so that withdrawing the
-    add-on finds them."""
-    fresh, memo = seen
+    add-on finds them. `fresh`: the nodes when this pass read them."""
     applied = result.get("appliedRevision") == revision and result["phase"] != FAILED
     if not applied or not (addon.node_labels or result.get("labelledNodes")):
         return result

@@ -430,21 +430,21 @@ class Runtime:
                 self._chart_jobs.pop(job_key, None)
 
     def _count_gauges(self) -> None:
-        phases = [
-            (d.get("status") or {}).get("phase") or "Pending"
-            for k in list(self.indexes.get("deployments", {}))
-            for d in self._values("deployments", k)
-        ]
-        self.metrics.count_phases(phases)
+        """AddonDeployments by phase, and every cluster's GPUs as its deployments last saw."""
+        phases = []
         gpus: dict[tuple[str, str, str, str], int] = {}
         for k in list(self.indexes.get("deployments", {})):
             for d in self._values("deployments", k):
+                status = d.get("status") or {}
+                phases.append(status.get("phase") or "Pending")
                 namespace, cluster = d["metadata"]["namespace"], d["spec"]["cluster"]
-                seen = (d.get("status") or {}).get("cluster") or {}
                 found = self._one("clusters", (namespace, cluster))
                 datacenter = found.datacenter if found else ""
-                for product, count in (seen.get("gpuProducts") or {}).items():
+                for product, count in (
+                    (status.get("cluster") or {}).get("gpuProducts") or {}
+                ).items():
                     gpus[(namespace, cluster, datacenter, product)] = int(count)
+        self.metrics.count_phases(phases)
         self.metrics.count_gpus(gpus)
 
     async def _probe(self) -> None:

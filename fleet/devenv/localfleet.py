@@ -247,13 +247,14 @@ class _Bringup:
                 REGISTRY_ENV,
             )
             registries[dc] = files
-            metrics = write_prometheus_files(
+            prometheus = write_prometheus_files(
                 dc, self.root / "prometheus" / dc, self.ports.take(), ca, targets
             )
             self.startup.start(
-                f"prometheus-{dc}", prometheus_command(self.toolchain.path("prometheus"), metrics)
+                f"prometheus-{dc}",
+                prometheus_command(self.toolchain.path("prometheus"), prometheus),
             )
-            prometheuses[dc] = metrics
+            prometheuses[dc] = prometheus
         return registries, prometheuses
 
     def _wait_datacenter_services(
