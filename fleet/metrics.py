@@ -65,6 +65,28 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.watched_clusters = Gauge(
+            "fleet_watched_clusters",
+            "Workload clusters whose watches all stream (drift shows as events there).",
+            registry=self.registry,
+        )
+        self.watch_events = Counter(
+            "fleet_watch_events_total",
+            "Changes seen by the workload-cluster watches that woke a deployment.",
+            registry=self.registry,
+        )
+        self.watch_fetches = Counter(
+            "fleet_watch_fetches_total",
+            "GETs (the periodic look at a watched cluster's nodes) sent over its watches' "
+            "connection.",
+            registry=self.registry,
+        )
+        self.watches_lost = Counter(
+            "fleet_watches_lost_total",
+            "Workload-cluster watches that broke or lost their history.",
+            registry=self.registry,
+        )
+
     def count_gpus(self, found: dict[tuple[str, str, str, str], int]) -> None:
         """Every cluster's GPUs, keyed (namespace, cluster, datacenter, product); clusters
         gone since the last count drop out."""

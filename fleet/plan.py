@@ -142,6 +142,9 @@ class Situation:
     applied_revision: str
     known: Mapping[ObjectKey, str]
     drift_check: bool
+    # What the add-on renders is not what fleet last applied, at the same revision: the
+    # cluster's facts (its nodes) changed what its templates make.
+    rendering_changed: bool = False
 
     @property
     def desired_keys(self) -> list[ObjectKey]:
@@ -207,7 +210,7 @@ class Continuous:
     """Apply each new revision, prune what it dropped, correct drift when checked."""
 
     def plan(self, situation: Situation) -> Plan:
-        if situation.applied_revision != situation.revision:
+        if situation.applied_revision != situation.revision or situation.rendering_changed:
             return _full_apply(situation)
         if not situation.drift_check:
             return Plan()
@@ -236,7 +239,8 @@ class DryRun:
     """Never change the cluster: say what applying would change."""
 
     def plan(self, situation: Situation) -> Plan:
-        if situation.applied_revision == situation.revision and not situation.drift_check:
+        unchanged = situation.applied_revision == situation.revision
+        if unchanged and not situation.drift_check and not situation.rendering_changed:
             return Plan()
         return Plan(
             dry_run=situation.desired,

@@ -26,7 +26,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -47,6 +47,9 @@ POOL_SIZE = 4
 PAGE = 500
 BUSY = (429, 500, 502, 503, 504)
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+# (URL, Accept) -> (HTTP status, content type, body): a GET by another way than this
+# client's own connections. Raises ClusterNotConnected when the cluster cannot be reached.
+Fetch = Callable[[str, str], tuple[int, str, bytes]]
 
 
 class ClusterNotConnected(TemporaryError):
@@ -144,6 +147,14 @@ def _tls_options(endpoint: Endpoint) -> list[tuple[int, Any]]:
     return options
 
 
+def _new_share() -> pycurl.CurlShare:
+    """A cache of connections (and TLS sessions) for one cluster's requests."""
+    share = pycurl.CurlShare()
+    share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_CONNECT)
+    share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
+    return share
+
+
 class ClusterClient:
     """One workload cluster's API: its own connections (at most POOL_SIZE) and lazy discovery."""
 
@@ -155,9 +166,7 @@ class ClusterClient:
         if endpoint.token:
             self._headers.append(f"Authorization: Bearer {endpoint.token}")
         self._tls = _tls_options(endpoint)
-        self._share = pycurl.CurlShare()
-        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_CONNECT)
-        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
+        self._share = _new_share()
         self._slots = threading.BoundedSemaphore(POOL_SIZE)
         self._in_flight = 0
         self._closing = False
@@ -176,16 +185,26 @@ class ClusterClient:
         if idle:
             self._share.close()
 
+    def release_connections(self) -> None:
+        """Close the connections kept for requests while none is in flight; the next
+        request opens one again."""
+        with self._lock:
+            if self._closing or self._in_flight:
+                return
+            idle, self._share = self._share, _new_share()
+        idle.close()
+
     def _use(self, handle: pycurl.Curl) -> bool:
         """Point this thread's handle at the cluster's connections; False once the client is
         closed (the request then gets a connection of its own, closed after it)."""
         with self._lock:
             shared = not self._closing
             self._in_flight += shared
+            share = self._share
         for option, value in (*_EVERY_REQUEST, *self._tls):
             handle.setopt(option, value)
         if shared:
-            handle.setopt(pycurl.SHARE, self._share)
+            handle.setopt(pycurl.SHARE, share)
         else:
             handle.setopt(pycurl.FORBID_REUSE, 1)
         return shared
@@ -209,9 +228,20 @@ class ClusterClient:
         body: JSON | None = None,
         content_type: str = "application/json",
         accept: str = "",
+        fetch: Fetch | None = None,
     ) -> tuple[int, JSON]:
-        """Send one request; returns (status, decoded JSON). Raises on transport failures."""
+        """Send one request; returns (status, decoded JSON). Raises on transport failures.
+
+        `fetch`: another way for a GET to reach the cluster (its watch connection)."""
         url = self.server + path + (f"?{urlencode(query)}" if query else "")
+        if fetch is not None and method == "GET" and body is None:
+            try:
+                status, answer_type, data = fetch(url, accept or "application/json")
+            except ClusterNotConnected:
+                self.connected = False
+                raise
+            self.connected, self.last_success = True, time.monotonic()
+            return status, self._decoded(status, answer_type, data, what)
         headers = [*self._headers, f"Accept: {accept or 'application/json'}"]
         answer = io.BytesIO()
         with self._slots:
@@ -239,11 +269,13 @@ class ClusterClient:
                 handle.reset()
                 self._release(shared)
         self.connected, self.last_success = True, time.monotonic()
-        data = answer.getvalue()
+        return status, self._decoded(status, answer_type, answer.getvalue(), what)
+
+    def _decoded(self, status: int, answer_type: str, data: bytes, what: str) -> JSON:
         if status == 404 and not answer_type.startswith("application/json"):
             # An API server answers a path it does not route (a group/version not served,
             # e.g. a CRD's group before it is established) with a plain-text 404.
-            return status, {}
+            return {}
         try:
             decoded = orjson.loads(data) if data else {}
         except orjson.JSONDecodeError as error:
@@ -253,7 +285,7 @@ class ClusterClient:
             ) from error
         if not isinstance(decoded, dict):
             raise NotKubernetes(f"{self.cluster}: {what}: the answer is not a JSON object")
-        return status, decoded
+        return decoded
 
     def _checked(self, status: int, body: JSON, what: str) -> JSON:
         if status < 300:
@@ -279,9 +311,9 @@ class ClusterClient:
             )
         return str(body["gitVersion"])
 
-    def api_versions(self) -> tuple[str, ...]:
+    def api_versions(self, fetch: Fetch | None = None) -> tuple[str, ...]:
         """Every served group/version, sorted (one request: the API group list)."""
-        status, body = self.request("GET", "/apis", "list API groups")
+        status, body = self.request("GET", "/apis", "list API groups", fetch=fetch)
         body = self._checked(status, body, "list API groups")
         served = {"v1"} | {
             version["groupVersion"]
@@ -327,7 +359,13 @@ class ClusterClient:
         return self._checked(status, body, what)
 
     def list(
-        self, resource: Resource, selector: str = "", namespace: str = "", *, metadata: bool = False
+        self,
+        resource: Resource,
+        selector: str = "",
+        namespace: str = "",
+        *,
+        metadata: bool = False,
+        fetch: Fetch | None = None,
     ) -> Iterator[JSON]:
         """Every object of a kind (cluster-wide unless `namespace`), page by page.
 
@@ -339,7 +377,7 @@ class ClusterClient:
         while True:
             what = f"list {resource.plural}"
             status, body = self.request(
-                "GET", resource.path(namespace), what, query=query, accept=accept
+                "GET", resource.path(namespace), what, query=query, accept=accept, fetch=fetch
             )
             body = self._checked(status, body, what)
             for item in body.get("items") or []:
@@ -350,6 +388,21 @@ class ClusterClient:
             if not token:
                 return
             query["continue"] = token
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        """What every request to this cluster carries (its credentials included)."""
+        return tuple(self._headers)
+
+    def stream_options(self) -> tuple[tuple[int, Any], ...]:
+        """How a request on another curl handle (a watch's) reaches this cluster: TLS as
+        every request, no read timeout (a quiet watch is not a dead one), no headers."""
+        return (
+            (pycurl.NOSIGNAL, 1),
+            (pycurl.PROXY, ""),
+            (pycurl.CONNECTTIMEOUT_MS, int(CONNECT_TIMEOUT * 1000)),
+            *self._tls,
+        )
 
     def apply(
         self,

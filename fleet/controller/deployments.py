@@ -21,7 +21,13 @@ from fleet import nodelabels
 from fleet.api.models import Addon, AddonEntry, Cluster, Datacenter, Profile, parse_deployment_spec
 from fleet.apply import AddonOnCluster, ApplyFailed, addon_on_cluster, find_owned
 from fleet.connections.cache import ClusterCache, Kubeconfig
-from fleet.connections.client import ApiError, ClusterClient, ClusterNotConnected, KindNotServed
+from fleet.connections.client import (
+    ApiError,
+    ClusterClient,
+    ClusterNotConnected,
+    Fetch,
+    KindNotServed,
+)
 from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.hashing import digest
 from fleet.health import FAILED as HEALTH_FAILED
@@ -61,6 +67,8 @@ from fleet.status import (
 
 JSON = dict[str, Any]
 Event = tuple[str, str, str]
+# A watched cluster's changes arrive as events: the full check is then a safety net.
+WATCHED_RECHECK_SECONDS = 3600
 # Objects named in an add-on's status problems (the CRD's maxItems).
 PROBLEMS_KEPT = 10
 
@@ -73,10 +81,20 @@ class DeploymentMemo:
     # The add-ons as last rendered, and the digest of every input that rendering read:
     # a drift check of an unchanged deployment renders nothing.
     rendered: tuple[str, dict[str, list[JSON]]] = ("", {})
+    # add-on -> digest of its objects as last rendered, and as last applied in full
+    rendered_digests: dict[str, str] = field(default_factory=dict)
+    applied_digests: dict[str, str] = field(default_factory=dict)
+    # The last pass that listed every object (a drift check), and the last that read the
+    # cluster afresh (its nodes; on an unwatched cluster that is a drift check too).
     last_drift_check: float = 0.0
+    last_look: float = 0.0
     # (revision, kubeconfig version) the nodes were read for, the GPU inventory, capabilities
     facts: tuple[tuple[str, str], GPUInventory, Capabilities] | None = None
     health_polls: int = 0
+    # A watch saw something of this deployment change: the next pass is a drift check.
+    drift_due: bool = False
+    # Each object's health state as last judged (a watch event that changes it matters).
+    health: dict[ObjectKey, str] = field(default_factory=dict)
     # The nodes as last read, kept only when an add-on labels nodes; add-on -> the
     # revision its node labels were last put right for.
     nodes: list[JSON] | None = None
@@ -121,6 +139,9 @@ class Engine:
     # (cluster's capabilities, every Datacenter) -> the Helm renderer for that cluster
     charts: Callable[[Capabilities, tuple[JSON, ...]], ChartTemplater]
     record: Callable[[JSON, list[JSON]], None]
+    # (namespace, cluster) -> while its watches stream (drift then shows as events), how a
+    # GET reaches it over the watches' connection; None while they do not.
+    streamed: Callable[[str, str], Fetch | None] = lambda _namespace, _cluster: None
     max_objects: int = 10_000
     # Objects applied in one pass; a larger apply continues on the next passes.
     apply_chunk: int = 200
@@ -245,6 +266,7 @@ def _cluster_facts(
     drift_check: bool,
     memo: DeploymentMemo,
     wants_api_versions: bool,
+    fetch: Fetch | None,
 ) -> tuple[GPUInventory, Capabilities, list[JSON] | None]:
     """The cluster's GPU inventory and capabilities, as rendering sees them, and the nodes
     when they were read on this pass (None: the last read's facts were reused).
@@ -252,14 +274,15 @@ def _cluster_facts(
     Nodes (and, for add-ons that look at them, the served API versions) are read on
     a drift check, for a new revision or a new kubeconfig, and while the last request
     to the cluster failed (so a pass woken by the probe asks the cluster itself);
-    health polls in between reuse what the last read found.
+    health polls in between reuse what the last read found. `fetch`: how they are read
+    on a watched cluster (over its watches' connection).
     """
     version = (revision, inputs.kubeconfig.version if inputs.kubeconfig else "")
     facts = memo.facts
     nodes = None
     if drift_check or facts is None or facts[0] != version or not client.connected:
-        nodes = list(client.list(client.resource("v1", "Node")))
-        served = client.api_versions() if wants_api_versions else ()
+        nodes = list(client.list(client.resource("v1", "Node"), fetch=fetch))
+        served = client.api_versions(fetch) if wants_api_versions else ()
         facts = memo.facts = (
             version,
             gpu_inventory(nodes),
@@ -298,9 +321,17 @@ def _reconcile(
     profile = inputs.profile
     if profile is None:  # _gates stops on a problem, which a missing profile is
         raise _Stop(FAILED, "no profile", None)
-    drift_check = time.monotonic() - memo.last_drift_check >= drift_interval(
-        meta["name"], deployment.drift_seconds
+    # On a watched cluster drift arrives as events: a pass at the drift interval then
+    # reads only the nodes, and lists every object hourly, as a safety net.
+    streamed = engine.streamed(meta["namespace"], deployment.cluster)
+    watched = streamed is not None
+    started = time.monotonic()
+    look_due = started - memo.last_look >= drift_interval(meta["name"], deployment.drift_seconds)
+    full_due = started - memo.last_drift_check >= drift_interval(
+        meta["name"], max(deployment.drift_seconds, WATCHED_RECHECK_SECONDS)
     )
+    drift_check = memo.drift_due or (look_due and (full_due or not watched))
+    memo.drift_due = False
     with _stopping_on_errors(engine, memo, meta["namespace"], deployment.cluster):
         ordered = dependency_order(profile.addons)
         client = engine.connections.client(meta["namespace"], cluster.name, inputs.kubeconfig)
@@ -310,9 +341,10 @@ def _reconcile(
             client,
             inputs,
             revision,
-            drift_check,
+            drift_check or look_due,
             memo,
             any(addon.reads_api_versions for addon in addons.values()),
+            streamed,
         )
         seen = {
             "kubernetesVersion": capabilities.kube_version,
@@ -355,6 +387,9 @@ def _reconcile(
                 message = "; ".join(map(str, charts_rendering))
                 raise _Stop(APPLYING, message, min(r.delay for r in charts_rendering))
             memo.rendered = (inputs_digest, rendered)
+            memo.rendered_digests = {name: digest(objects) for name, objects in rendered.items()}
+            # What the add-ons should be changed: compare all of it with the cluster.
+            drift_check = True
         total = sum(len(objects) for objects in rendered.values())
         if total > engine.max_objects:
             raise _Stop(
@@ -369,7 +404,8 @@ def _reconcile(
         if profile.sync_mode != "DryRun":
             _record_first(engine, body, found, previous, outcome)
         # Between drift checks an applied revision needs only its objects' health: only
-        # the kinds that have a health rule are listed.
+        # the kinds that have a health rule are listed. On a watched cluster, Ready add-ons
+        # need nothing listed: a change of health arrives as an event.
         health_poll = (
             not drift_check
             and profile.sync_mode != "DryRun"
@@ -379,10 +415,15 @@ def _reconcile(
                 for name, f in found.items()
             )
         )
+        settled = (
+            health_poll
+            and watched
+            and all(previous.get(name, {}).get("phase") == READY for name in found)
+        )
         records = {
             f.on_cluster.applyset: f.covering.only(HEALTH_RULES) if health_poll else f.covering
             for f in found.values()
-            if f.desired is not None
+            if f.desired is not None and not settled
         }
         owned = find_owned(client, records, bodies=profile.sync_mode == "DryRun")
     engine.metrics.reachable(meta["namespace"], deployment.cluster, True)
@@ -390,6 +431,9 @@ def _reconcile(
     delays: list[float] = []
     for entry in ordered:
         before = previous.get(entry.name, {})
+        if settled:
+            results[entry.name] = before
+            continue
         waiting = [d for d in entry.depends_on if results[d]["phase"] != READY]
         if waiting:
             results[entry.name] = _entry(
@@ -455,7 +499,9 @@ def _reconcile(
             )
     kept = _withdraw_removed(client, previous, results, profile, outcome.events, when)
     if drift_check:
-        memo.last_drift_check = time.monotonic()
+        memo.last_drift_check = started
+    if drift_check or look_due:
+        memo.last_look = started
     unhealthy = any(r["phase"] in (APPLYING, DEGRADED) for r in results.values())
     if unhealthy and 0.0 not in delays:  # health polls wait for a chunked apply's end
         memo.health_polls += 1
@@ -527,12 +573,17 @@ def _record_first(
     engine.record(body, list(previous.values()))
 
 
-def _health(desired: list[JSON], found: dict[ObjectKey, Live]) -> list[tuple[str, Health]]:
+def _health(
+    desired: list[JSON], found: dict[ObjectKey, Live], memo: DeploymentMemo
+) -> list[tuple[str, Health]]:
+    """Each object's health, remembered in the memo for the watch events to compare."""
     states = []
     for body in desired:
         key = ObjectKey.of(body)
         live = found.get(key)
-        states.append((str(key), health(live.body) if live else Health("Progressing", "not found")))
+        state = health(live.body) if live else Health("Progressing", "not found")
+        memo.health[key] = state.state
+        states.append((str(key), state))
     return states
 
 
@@ -555,8 +606,9 @@ def _reconcile_addon(
     desired = found.desired or []
     if health_poll:
         checked = [body for body in desired if body["kind"] in HEALTH_RULES]
-        return _judged(addon, name, before, when, _health(checked, owned), {}), None
+        return _judged(addon, name, before, when, _health(checked, owned, memo), {}), None
     known = memo.fingerprints.setdefault(name, {})
+    rendered_digest = memo.rendered_digests.get(name, "")
     situation = Situation(
         desired=tuple(desired),
         live=owned,
@@ -566,6 +618,7 @@ def _reconcile_addon(
         applied_revision=str(before.get("appliedRevision") or ""),
         known=known,
         drift_check=drift_check,
+        rendering_changed=memo.applied_digests.get(name, rendered_digest) != rendered_digest,
     )
     plan = STRATEGIES[profile.sync_mode].plan(situation)
     applyset = {"id": on_cluster.applyset, **covering.to_json()}
@@ -651,13 +704,16 @@ def _reconcile_addon(
         for key in pruned:
             found_now.pop(key, None)
             known.pop(key, None)
+            memo.health.pop(key, None)
         engine.metrics.applied(0, len(pruned))
         if pruned:
             events.append(("Normal", "Pruned", f"{name}: pruned {', '.join(map(str, pruned))}"))
     if plan.applies_revision:
         extra["appliedRevision"] = revision
+    if profile.sync_mode == "Continuous":
+        memo.applied_digests[name] = rendered_digest
     extra["objects"] = len(desired)
-    return _judged(addon, name, before, when, _health(desired, found_now), extra), None
+    return _judged(addon, name, before, when, _health(desired, found_now, memo), extra), None
 
 
 def _keep_node_labels(

@@ -442,6 +442,17 @@ class Controller:
             return f"killed (no exit {STOP_GRACE_SECONDS:.0f} s after SIGTERM)"
         return f"stopped by SIGTERM (exit {self.process.returncode})"
 
+    def metric(self, name: str) -> float | None:
+        """A metric without labels from the controller's /metrics (None: not there)."""
+        try:
+            response = urllib3.request("GET", f"http://{self.metrics}/metrics", timeout=5)
+        except urllib3.exceptions.HTTPError:
+            return None
+        for line in response.data.decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return None
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         try:
             return self.log_file.read_text(errors="replace").splitlines()[-lines:]
@@ -618,6 +629,10 @@ def cluster_templates(management: KubeAPI, state: FleetState) -> list[ClusterTem
             )
         )
     return templates
+
+
+def _difference(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
 
 
 def cluster_names(clusters: int) -> list[str]:
@@ -1046,6 +1061,7 @@ class SizeRun:
         start = snapshot(self.planes)
         if first is None:
             return
+        events_before = self.controller.metric("fleet_watch_events_total")
         self.say(
             f"idle for {self.options.idle_seconds / 60:g} min, "
             f"sampling every {IDLE_SAMPLE_SECONDS:.0f} s"
@@ -1122,8 +1138,17 @@ class SizeRun:
             },
             "workload": work.rounded(),
             "ready_at_end": still_ready,
+            # Clusters whose watches stream, and the watch events that woke a deployment
+            "watched_clusters": self.controller.metric("fleet_watched_clusters"),
+            "watch_events": _difference(
+                self.controller.metric("fleet_watch_events_total"), events_before
+            ),
             "samples": samples,
         }
+        self.say(
+            f"idle: {self.result.idle['watched_clusters']} clusters watched, "
+            f"{self.result.idle['watch_events']} watch events woke a deployment"
+        )
 
     # fleet status ------------------------------------------------------------------------
 

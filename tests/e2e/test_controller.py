@@ -8,6 +8,7 @@ namespace of its own on them.
 from __future__ import annotations
 
 import signal
+import time
 
 from kubernetes import client
 
@@ -145,6 +146,81 @@ def test_template_change_updates_objects_and_prunes_the_dropped_one(tenant: Tena
         lambda: tenant.config_map("gpu-01", "x") is None, 60, "extra withdrawn", tenant.phases
     )
     assert tenant.config_map("gpu-01", "a") is not None
+
+
+def metric(controller, name: str) -> float:
+    """A metric without labels from the controller's /metrics."""
+    for line in controller.metrics().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def test_drift_shows_through_the_watch_long_before_the_drift_interval(tenant: Tenant, controller):
+    """The default drift interval is 180 s: a correction within 40 s came from a watch."""
+    tenant.label_cluster("gpu-03", {"watched": "yes"})
+    addon(tenant, "watched", {"w.yaml": config_map("watched", "  mode: fast\n")})
+    profile(tenant, "watched", [{"name": "watched"}], {"matchLabels": {"watched": "yes"}})
+    wait_until(ready_on(tenant, {"gpu-03"}), 60, "Ready", tenant.phases)
+    core = client.CoreV1Api(tenant.workload("gpu-03"))
+    wait_until(lambda: metric(controller, "fleet_watched_clusters") >= 1, 30, "streaming watches")
+    events, lost = (
+        metric(controller, n) for n in ("fleet_watch_events_total", "fleet_watches_lost_total")
+    )
+
+    def corrected_after_an_edit() -> bool:
+        # The watch starts within WATCH_SYNC_SECONDS of the first apply: edit until it sees.
+        core.patch_namespaced_config_map("watched", tenant.target, {"data": {"mode": "slow"}})
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            if tenant.config_map("gpu-03", "watched").data["mode"] == "fast":
+                return True
+            time.sleep(0.5)
+        return False
+
+    wait_until(corrected_after_an_edit, 40, "the edit corrected through the watch")
+    assert metric(controller, "fleet_watch_events_total") > events
+    assert metric(controller, "fleet_watches_lost_total") == lost
+    entry = tenant.deployments()["gpu-03"]["status"]["addons"][0]
+    assert any(f"ConfigMap {tenant.target}/watched (changed by" in d for d in entry["drift"])
+
+
+def test_a_watched_cluster_is_looked_at_over_its_watch_connection(tenant: Tenant, controller):
+    """While its watches stream, the periodic look reads a cluster's nodes over the watches'
+    connection, and what they say reaches the templates."""
+    tenant.label_cluster("gpu-02", {"looked": "yes"})
+    replicas = config_map("shares", "  replicas: '{{ gpu.replicas }}'\n")
+    addon(tenant, "shares", {"s.yaml": replicas})
+    profile(
+        tenant,
+        "looked",
+        [{"name": "shares"}],
+        {"matchLabels": {"looked": "yes"}},
+        drift={"intervalSeconds": 5},
+    )
+    wait_until(ready_on(tenant, {"gpu-02"}), 60, "Ready", tenant.phases)
+    assert tenant.config_map("gpu-02", "shares").data == {"replicas": "1"}
+    wait_until(lambda: metric(controller, "fleet_watched_clusters") >= 1, 30, "streaming watches")
+    core = client.CoreV1Api(tenant.workload("gpu-02"))
+    gpu_node = next(
+        n.metadata.name for n in core.list_node().items if "nvidia.com/gpu" in n.status.allocatable
+    )
+    core.patch_node(gpu_node, {"metadata": {"labels": {"nvidia.com/gpu.replicas": "4"}}})
+    try:
+        wait_until(
+            lambda: tenant.config_map("gpu-02", "shares").data == {"replicas": "4"},
+            40,
+            "the node's time-slicing label in the rendered ConfigMap",
+        )
+    finally:
+        core.patch_node(gpu_node, {"metadata": {"labels": {"nvidia.com/gpu.replicas": None}}})
+    # The only deployment there is (earlier tests' are cleaned up): its looks, every 5 s.
+    fetches = metric(controller, "fleet_watch_fetches_total")
+    wait_until(
+        lambda: metric(controller, "fleet_watch_fetches_total") >= fetches + 2,
+        30,
+        "looks over the watches' connection",
+    )
 
 
 def test_drift_is_corrected_in_continuous_and_only_reported_in_dry_run(tenant: Tenant):

@@ -39,7 +39,15 @@ def live(body: dict, owned_fields: str = "a", managers: tuple[str, ...] = (FLEET
 
 
 def situation(
-    desired, found=(), foreign=None, applied="", revision="r2", known=None, drift=False, adopt=False
+    desired,
+    found=(),
+    foreign=None,
+    applied="",
+    revision="r2",
+    known=None,
+    drift=False,
+    adopt=False,
+    rendering_changed=False,
 ):
     owned = {o.key: o for o in found}
     return Situation(
@@ -51,7 +59,21 @@ def situation(
         applied_revision=applied,
         known=known if known is not None else {k: o.fingerprint for k, o in owned.items()},
         drift_check=drift,
+        rendering_changed=rendering_changed,
     )
+
+
+def test_a_new_rendering_at_the_same_revision_applies_everything_in_continuous_only():
+    """The cluster's nodes changed what the templates make: fleet's fields are all still
+    its own (no drift), yet every object is applied again."""
+    a, b, c = config_map("a"), config_map("b"), config_map("c")
+    found = [live(a), live(b), live(c)]
+    changed = situation([a, b], found, applied="r2", rendering_changed=True)
+    plan = STRATEGIES["Continuous"].plan(changed)
+    assert plan.apply == (a, b) and [o.key.name for o in plan.prune] == ["c"]
+    assert STRATEGIES["Continuous"].plan(situation([a, b], found, applied="r2")) == Plan()
+    assert STRATEGIES["DryRun"].plan(changed).dry_run == (a, b)
+    assert STRATEGIES["OneTime"].plan(changed).apply == ()
 
 
 def test_a_new_revision_applies_everything_and_prunes_only_owned_objects_it_dropped():
