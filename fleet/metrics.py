@@ -64,6 +64,7 @@ class Metrics:
             ["namespace", "cluster", "datacenter", "product"],
             registry=self.registry,
         )
+        self._gpus_counted: dict[tuple[str, str, str, str], int] = {}
 
         self.watched_clusters = Gauge(
             "fleet_watched_clusters",
@@ -89,10 +90,14 @@ class Metrics:
 
     def count_gpus(self, found: dict[tuple[str, str, str, str], int]) -> None:
         """Every cluster's GPUs, keyed (namespace, cluster, datacenter, product); clusters
-        gone since the last count drop out."""
-        self.cluster_gpus.clear()
+        gone since the last count drop out. Only what changed is touched: looking up a
+        labelled child costs enough to matter at 1,000 clusters every 10 s."""
+        for labels in self._gpus_counted.keys() - found.keys():
+            self.cluster_gpus.remove(*labels)
         for labels, count in found.items():
-            self.cluster_gpus.labels(*labels).set(count)
+            if self._gpus_counted.get(labels) != count:
+                self.cluster_gpus.labels(*labels).set(count)
+        self._gpus_counted = dict(found)
 
     def applied(self, applied: int, pruned: int) -> None:
         self.objects_applied.inc(applied)

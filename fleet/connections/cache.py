@@ -2,9 +2,10 @@
 
 One client per cluster, built from the kubeconfig the controller's watch
 already holds (no read per call), rebuilt when the Secret's version changes
-and closed when the cluster goes. Reachability is learnt from every request
-and, for clusters nobody talked to lately, from one shared probe, so a
-cluster with five profiles is probed once, not five times.
+and closed when the cluster goes. Reachability is learnt from every request,
+from the cluster's watches, and, for unwatched clusters nobody talked to
+lately, from one shared probe, so a cluster with five profiles is probed
+once, not five times.
 """
 
 from __future__ import annotations

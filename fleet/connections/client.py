@@ -167,6 +167,8 @@ class ClusterClient:
             self._headers.append(f"Authorization: Bearer {endpoint.token}")
         self._tls = _tls_options(endpoint)
         self._share = _new_share()
+        # Whether a request went through the share since it was made
+        self._share_used = False
         self._slots = threading.BoundedSemaphore(POOL_SIZE)
         self._in_flight = 0
         self._closing = False
@@ -189,9 +191,9 @@ class ClusterClient:
         """Close the connections kept for requests while none is in flight; the next
         request opens one again."""
         with self._lock:
-            if self._closing or self._in_flight:
+            if self._closing or self._in_flight or not self._share_used:
                 return
-            idle, self._share = self._share, _new_share()
+            idle, self._share, self._share_used = self._share, _new_share(), False
         idle.close()
 
     def _use(self, handle: pycurl.Curl) -> bool:
@@ -201,6 +203,7 @@ class ClusterClient:
             shared = not self._closing
             self._in_flight += shared
             share = self._share
+            self._share_used = True
         for option, value in (*_EVERY_REQUEST, *self._tls):
             handle.setopt(option, value)
         if shared:
@@ -240,7 +243,9 @@ class ClusterClient:
             except ClusterNotConnected:
                 self.connected = False
                 raise
-            self.connected, self.last_success = True, time.monotonic()
+            # `last_success` stays: it says when this client's own connections last
+            # served, so that they are closed once quiet.
+            self.connected = True
             return status, self._decoded(status, answer_type, data, what)
         headers = [*self._headers, f"Accept: {accept or 'application/json'}"]
         answer = io.BytesIO()

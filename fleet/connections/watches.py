@@ -54,10 +54,11 @@ Answer = tuple[int, str, bytes]
 
 @dataclass(frozen=True, slots=True)
 class WatchSpec:
-    """One watch of one cluster: a resource, a label selector, where to start."""
+    """One watch of one cluster: a resource, a label selector, a namespace ("": all)."""
 
     resource: Resource
     selector: str = ""
+    namespace: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -323,7 +324,7 @@ class WatchHub:
             query["labelSelector"] = spec.selector
         if stream.resource_version:
             query["resourceVersion"] = stream.resource_version
-        url = f"{client.server}{spec.resource.path()}?{urlencode(query)}"
+        url = f"{client.server}{spec.resource.path(spec.namespace)}?{urlencode(query)}"
         handle = self._handle(stream.cluster, client, url)
         handle.setopt(pycurl.HTTPHEADER, [*client.headers, "Accept: application/json"])
         handle.setopt(pycurl.TCP_KEEPALIVE, 1)

@@ -84,6 +84,8 @@ class DeploymentMemo:
     # add-on -> digest of its objects as last rendered, and as last applied in full
     rendered_digests: dict[str, str] = field(default_factory=dict)
     applied_digests: dict[str, str] = field(default_factory=dict)
+    # add-on -> (its rendered digest, the client, default namespace) and its objects prepared
+    prepared: dict[str, tuple[tuple[str, int, str], list[JSON]]] = field(default_factory=dict)
     # The last pass that listed every object (a drift check), and the last that read the
     # cluster afresh (its nodes; on an unwatched cluster that is a drift check too).
     last_drift_check: float = 0.0
@@ -139,9 +141,10 @@ class Engine:
     # (cluster's capabilities, every Datacenter) -> the Helm renderer for that cluster
     charts: Callable[[Capabilities, tuple[JSON, ...]], ChartTemplater]
     record: Callable[[JSON, list[JSON]], None]
-    # (namespace, cluster) -> while its watches stream (drift then shows as events), how a
-    # GET reaches it over the watches' connection; None while they do not.
-    streamed: Callable[[str, str], Fetch | None] = lambda _namespace, _cluster: None
+    # (namespace, cluster, ApplySet ids) -> while the cluster's watches stream and cover
+    # these ApplySets (drift then shows as events), how a GET reaches it over the watches'
+    # connection; None otherwise.
+    streamed: Callable[[str, str, frozenset[str]], Fetch | None] = lambda _n, _c, _a: None
     max_objects: int = 10_000
     # Objects applied in one pass; a larger apply continues on the next passes.
     apply_chunk: int = 200
@@ -323,7 +326,12 @@ def _reconcile(
         raise _Stop(FAILED, "no profile", None)
     # On a watched cluster drift arrives as events: a pass at the drift interval then
     # reads only the nodes, and lists every object hourly, as a safety net.
-    streamed = engine.streamed(meta["namespace"], deployment.cluster)
+    recorded = frozenset(
+        str(entry["applyset"]["id"])
+        for entry in (body.get("status") or {}).get("addons") or []
+        if (entry.get("applyset") or {}).get("id")
+    )
+    streamed = engine.streamed(meta["namespace"], deployment.cluster, recorded)
     watched = streamed is not None
     started = time.monotonic()
     look_due = started - memo.last_look >= drift_interval(meta["name"], deployment.drift_seconds)
@@ -400,7 +408,7 @@ def _reconcile(
 
     previous = _previous(body.get("status") or {})
     with _stopping_on_errors(engine, memo, meta["namespace"], deployment.cluster):
-        found = _find_all(client, ordered, addons, rendered, previous, profile, meta)
+        found = _find_all(client, ordered, addons, rendered, previous, profile, meta, memo)
         if profile.sync_mode != "DryRun":
             _record_first(engine, body, found, previous, outcome)
         # Between drift checks an applied revision needs only its objects' health: only
@@ -533,7 +541,10 @@ def _find_all(
     previous: dict[str, JSON],
     profile: Profile,
     meta: JSON,
+    memo: DeploymentMemo,
 ) -> dict[str, AddonFound]:
+    """Each add-on's objects as they are applied; kept in the memo while what they are
+    made from stays (a periodic look at an unchanged cluster prepares nothing)."""
     found = {}
     for entry in ordered:
         on_cluster = addon_on_cluster(
@@ -541,11 +552,17 @@ def _find_all(
         )
         record = Record.from_json(previous.get(entry.name, {}).get("applyset"))
         namespace = addons[entry.name].default_namespace
+        made_from = (memo.rendered_digests.get(entry.name, ""), id(client), namespace)
+        cached = memo.prepared.get(entry.name)
         desired: list[JSON] | None
-        try:
-            desired = on_cluster.prepare(rendered[entry.name], namespace)
-        except KindNotServed:
-            desired = None
+        if cached is not None and cached[0] == made_from:
+            desired = cached[1]
+        else:
+            try:
+                desired = on_cluster.prepare(rendered[entry.name], namespace)
+                memo.prepared[entry.name] = (made_from, desired)
+            except KindNotServed:
+                desired = None
         covering = record if desired is None else record.covering(desired)
         found[entry.name] = AddonFound(on_cluster, desired, record, covering)
     return found

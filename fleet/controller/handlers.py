@@ -166,6 +166,7 @@ async def cluster_event(
     )
     if not _changed(memo, seen):
         return
+    runtime.rewatch()
     old_labels = before[0] if before else None
     for profile in runtime.profiles_of(namespace):
         selector = profile.get("spec", {}).get("clusterSelector") or {}
@@ -198,6 +199,7 @@ async def kubeconfig_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any
         runtime = _runtime(memo)
         runtime.connections.forget(namespace, cluster)
         runtime.wake_deployments_of(namespace, cluster)
+        runtime.rewatch()
 
 
 @kopf.on.event(GROUP, VERSION, "addons")
@@ -237,6 +239,7 @@ async def deployment_event(
     body: kopf.Body, type: str, memo: kopf.Memo, namespace: Any, name: str, **_: Any
 ) -> None:
     runtime = _runtime(memo)
+    runtime.rewatch()
     key = ("deployment", namespace, name)
     spec = body.get("spec") or {}
     if type == "DELETED":

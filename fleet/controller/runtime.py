@@ -44,7 +44,7 @@ from fleet.metrics import Metrics
 from fleet.plan import ObjectKey
 from fleet.render.helm import HELM_TIMEOUT, ChartRendering, HelmRenderer, RegistryAccess
 from fleet.render.templates import Capabilities, ChartTemplater
-from fleet.status import DELETING, FAILED, backoff_seconds
+from fleet.status import DELETING, FAILED, READY, backoff_seconds
 
 JSON = dict[str, Any]
 log = logging.getLogger("fleet.controller")
@@ -65,8 +65,9 @@ QUIET_SECONDS = 60.0
 # an event checks its deployments this long after it (events of one apply come together).
 WATCH_SYNC_SECONDS = 10.0
 EVENT_DELAY_SECONDS = 1.0
-# What one cluster's watches cover: the kubeconfig, and (apiVersion/Kind, ApplySet ids) pairs.
-WatchSet = tuple[str, frozenset[tuple[str, frozenset[str]]]]
+# What one cluster's watches cover: the kubeconfig, and for each apiVersion/Kind the ApplySet
+# ids and the namespaces their records name.
+WatchSet = tuple[str, frozenset[tuple[str, frozenset[str], frozenset[str]]]]
 
 
 @dataclass(slots=True)
@@ -92,6 +93,8 @@ class Runtime:
     # What each cluster's streams were started for; (deployment, add-on) of each ApplySet id
     _watch_sets: dict[tuple[str, str], WatchSet] = field(default_factory=dict)
     _applysets: dict[str, tuple[Hashable, str]] = field(default_factory=dict)
+    # Something the watches are worked out from changed since the last sync
+    _watches_stale: bool = True
 
     # Life cycle
 
@@ -491,10 +494,14 @@ class Runtime:
     def _watched(self, namespace: str, cluster: str) -> bool:
         return self.watches is not None and self.watches.watching((namespace, cluster))
 
-    def _streamed(self, namespace: str, cluster: str) -> Fetch | None:
-        """How a GET reaches a cluster over its watches' connection, while they stream."""
-        hub = self.watches
-        if hub is None or not hub.watching((namespace, cluster)):
+    def _streamed(self, namespace: str, cluster: str, applysets: frozenset[str]) -> Fetch | None:
+        """How a GET reaches a cluster over its watches' connection, while they stream and
+        cover these ApplySets."""
+        hub, key = self.watches, (namespace, cluster)
+        watch_set = self._watch_sets.get(key)
+        if hub is None or watch_set is None or not applysets or not hub.watching(key):
+            return None
+        if not applysets <= {i for _, ids, _ in watch_set[1] for i in ids}:
             return None
 
         def fetch(url: str, accept: str) -> tuple[int, str, bytes]:
@@ -528,10 +535,22 @@ class Runtime:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.wake_deployments_of, *cluster)
 
+    def rewatch(self) -> None:
+        """A deployment, Cluster or kubeconfig changed: work the watches out again."""
+        self._watches_stale = True
+
     async def _sync_watches(self) -> None:
         """Watch, on every cluster that has deployments (paused ones aside), the kinds their
-        ApplySet records name, label-selected on their ids."""
-        wanted: dict[tuple[str, str], dict[str, set[str]]] = {}
+        ApplySet records name, label-selected on their ids.
+
+        A deployment is watched from the first time it is Ready, and from then on: while it
+        converges, its objects change all the time (fleet's applies, their status) and
+        its passes look at them anyway. A stream starts from the full list, so nothing
+        that changed before is missed."""
+        if not self._watches_stale:
+            return
+        self._watches_stale = False
+        wanted: dict[tuple[str, str], dict[str, tuple[set[str], set[str]]]] = {}
         applysets: dict[str, tuple[Hashable, str]] = {}
         for k in list(self.indexes.get("deployments", {})):
             for body in self._values("deployments", k):
@@ -541,48 +560,64 @@ class Runtime:
                 if found is None or found.paused or meta.get("deletionTimestamp"):
                     continue
                 kinds = wanted.setdefault(cluster, {})
-                for entry in (body.get("status") or {}).get("addons") or []:
+                status = body.get("status") or {}
+                ready = status.get("phase") == READY
+                for entry in status.get("addons") or []:
                     record = entry.get("applyset") or {}
-                    if not record.get("id"):
+                    if not record.get("id") or not (ready or record["id"] in self._applysets):
                         continue
                     owner = ("deployment", meta["namespace"], meta["name"])
                     applysets[record["id"]] = (owner, entry.get("name", ""))
                     for kind in record.get("groupKinds") or []:
-                        kinds.setdefault(kind, set()).add(record["id"])
+                        ids, namespaces = kinds.setdefault(kind, (set(), set()))
+                        ids.add(record["id"])
+                        namespaces.update(record.get("namespaces") or [""])
         self._applysets = applysets
+        wanted = {cluster: kinds for cluster, kinds in wanted.items() if kinds}
         assert self.watches is not None  # noqa: S101 (started with the runtime)
         for cluster in set(self._watch_sets) - set(wanted):
             self._watch_sets.pop(cluster, None)
             self.watches.forget(cluster)
         for cluster, kinds in wanted.items():
             kubeconfig: Kubeconfig | None = self._one("kubeconfigs", cluster)
-            if kubeconfig is None or not kinds:
+            if kubeconfig is None:
                 continue
             watch_set: WatchSet = (
                 kubeconfig.version,
-                frozenset((kind, frozenset(ids)) for kind, ids in kinds.items()),
+                frozenset(
+                    (kind, frozenset(ids), frozenset(namespaces))
+                    for kind, (ids, namespaces) in kinds.items()
+                ),
             )
             if self._watch_sets.get(cluster) == watch_set:
                 continue
             if await self._io(self._start_watches, cluster, kubeconfig, watch_set):
                 self._watch_sets[cluster] = watch_set
+            else:
+                self._watches_stale = True  # tried again on the next sync
 
     def _start_watches(
         self, cluster: tuple[str, str], kubeconfig: Kubeconfig, watch_set: WatchSet
     ) -> bool:
         """Hand the cluster's watches to the hub; False when its kinds could not be looked
-        up (tried again on the next sync)."""
+        up (tried again on the next sync). As listing does, a kind whose records name one
+        namespace is watched in that namespace only: the API server then looks at that
+        namespace's objects, not at every one of the kind."""
         assert self.watches is not None  # noqa: S101 (started with the runtime)
         try:
             client = self.connections.client(*cluster, kubeconfig)
             specs = []
-            for kind, ids in watch_set[1]:
+            for kind, ids, namespaces in watch_set[1]:
                 api_version, name = kind.rsplit("/", 1)
                 try:
                     resource = client.resource(api_version, name)
                 except KindNotServed:
                     continue
-                specs.append(WatchSpec(resource, f"{APPLYSET_LABEL} in ({','.join(sorted(ids))})"))
+                selector = f"{APPLYSET_LABEL} in ({','.join(sorted(ids))})"
+                only = (
+                    next(iter(namespaces)) if resource.namespaced and len(namespaces) == 1 else ""
+                )
+                specs.append(WatchSpec(resource, selector, only))
         except FleetError as error:
             log.debug("watches of %s/%s not started: %s", *cluster, error)
             return False
