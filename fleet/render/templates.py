@@ -251,20 +251,29 @@ def _compiled(text: str) -> jinja2.Template:
     return ENVIRONMENT.from_string(text)
 
 
-def _known_names(variables: JSON, depth: int = 3) -> set[str]:
-    """Every key a template can reach: top-level variables and keys of their mappings."""
-    names = set(variables)
-    if depth > 1:
-        for value in variables.values():
-            if isinstance(value, dict):
-                names |= _known_names(value, depth - 1)
-    return names
+def _known_paths(variables: JSON, depth: int = 3, prefix: str = "") -> dict[str, str]:
+    """Every key a template can reach, by its dotted path: top-level variables and keys
+    of their mappings."""
+    paths = {}
+    for key, value in variables.items():
+        paths[f"{prefix}{key}"] = key
+        if depth > 1 and isinstance(value, dict):
+            paths |= _known_paths(value, depth - 1, f"{prefix}{key}.")
+    return paths
 
 
 def _closest(variable: str, variables: JSON) -> str | None:
-    """The known name an undefined one was most likely meant to be (`totl` → `total`)."""
-    found = difflib.get_close_matches(variable, sorted(_known_names(variables)), n=1, cutoff=0.6)
-    return found[0] if found else None
+    """The known name an undefined one was most likely meant to be (`totl` → `total`).
+    A name that exists, only elsewhere, was looked up under the wrong parent: its full
+    path is the hint (`cluster.gpu.replicas` → `gpu.replicas`)."""
+    paths = _known_paths(variables)
+    names = sorted(set(paths.values()))
+    found = difflib.get_close_matches(variable, names, n=1, cutoff=0.6)
+    if not found:
+        return None
+    if found[0] != variable:
+        return found[0]
+    return " or ".join(sorted(path for path, name in paths.items() if name == variable)[:3])
 
 
 def render_text(addon: str, name: str, text: str, variables: JSON) -> str:

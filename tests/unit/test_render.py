@@ -234,6 +234,9 @@ def test_an_undefined_variable_suggests_the_closest_known_name():
     with pytest.raises(RenderError) as unlike:
         render_manifests(addon({"a.yaml": "{{ values.zzzqqq }}"}), {}, CONTEXT)
     assert "did you mean" not in str(unlike.value)
+    misplaced = {"a.yaml": "{{ cluster.gpu.total }}"}
+    with pytest.raises(RenderError, match=r"did you mean 'gpu.total'\?$"):
+        render_manifests(addon(misplaced), {}, CONTEXT)
 
 
 def test_sandbox_refuses_python_internals():
