@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime
 import email.utils
 import http.client
-import json
 import ssl
 import urllib.parse
 import zlib
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from fleet.connections.kubeconfig import UnusableTLS, client_tls
 from fleet.sources import ReadError
@@ -145,8 +146,8 @@ class Reader:
 
     def _json(self, path: str, status: int, data: bytes) -> JSON:
         try:
-            body = json.loads(data)
-        except ValueError:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
             body = None
         if status != 200 or not isinstance(body, dict):
             message = body.get("message") if isinstance(body, dict) else None
