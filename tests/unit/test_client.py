@@ -165,6 +165,33 @@ def test_a_closed_client_holds_no_connection_and_still_answers(server):
     wait_until(lambda: connections == {"opened": 2, "closed": 2})  # not kept after close
 
 
+def test_released_connections_close_and_the_next_request_opens_one(server):
+    client, answer = server
+    answer["value"] = (200, "application/json", b'{"gitVersion": "v1.35.0"}')
+    connections = answer["connections"]
+    client.version()
+    client.release_connections()
+    wait_until(lambda: connections == {"opened": 1, "closed": 1})
+    client.release_connections()  # nothing used since: nothing to close, nothing made
+    assert client.version() == "v1.35.0"
+    client.version()
+    assert connections == {"opened": 2, "closed": 1}  # one new connection, kept again
+
+
+def test_a_get_through_another_way_leaves_the_own_connections_and_their_quiet_time(server):
+    client, _ = server
+    seen = []
+
+    def fetch(url, accept):
+        seen.append((url, accept))
+        return 200, "application/json", b'{"gitVersion": "v1.35.0"}'
+
+    status, body = client.request("GET", "/version", "read version", fetch=fetch)
+    assert (status, body["gitVersion"]) == (200, "v1.35.0")
+    assert seen == [(f"{client.server}/version", "application/json")]
+    assert client.connected and client.last_success == 0.0
+
+
 def wait_until(condition, seconds=5.0):
     deadline = time.monotonic() + seconds
     while not condition():
