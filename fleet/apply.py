@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fleet.api import APPLYSET_LABEL
 from fleet.connections.client import ApiError, ClusterClient, KindNotServed, Resource
 from fleet.errors import PermanentError, TemporaryError
 from fleet.health import RULES as HEALTH_RULES
@@ -23,7 +24,6 @@ from fleet.order import apply_sorted, delete_sorted
 from fleet.plan import Live, ObjectKey, Record, live_object
 
 JSON = dict[str, Any]
-APPLYSET_LABEL = "applyset.kubernetes.io/part-of"
 ADDON_ANNOTATION = "fleet.mlops.dev/addon"
 IGNORED_METADATA = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 

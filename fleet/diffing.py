@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from fleet.apply import APPLYSET_LABEL, find_owned
+from fleet.api import APPLYSET_LABEL
+from fleet.apply import find_owned
 from fleet.connections.client import ClusterClient
 from fleet.plan import ObjectKey, Record
 

@@ -22,6 +22,8 @@ LABEL_MIG_STRATEGY = f"{GROUP}/mig-strategy"
 LABEL_TIME_SLICING_REPLICAS = f"{GROUP}/time-slicing-replicas"
 LABEL_GPU_DRIVER = f"{GROUP}/gpu-driver"
 FIELD_MANAGER = "fleet"
+# On every object fleet applies: the ApplySet (one per add-on on a cluster) it belongs to.
+APPLYSET_LABEL = "applyset.kubernetes.io/part-of"
 # kopf's finalizer on fleet's own objects (AddonDeployments run their cleanup under it).
 CLEANUP_FINALIZER = f"{GROUP}/cleanup"
 # fleet's finalizer on CAPI Clusters; a different name, so kopf never takes it for its own.

@@ -147,8 +147,8 @@ def _tls_options(endpoint: Endpoint) -> list[tuple[int, Any]]:
     return options
 
 
-def _new_share() -> pycurl.CurlShare:
-    """A cache of connections (and TLS sessions) for one cluster's requests."""
+def new_share() -> pycurl.CurlShare:
+    """A cache of connections (and TLS sessions) of one cluster, apart from every other's."""
     share = pycurl.CurlShare()
     share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_CONNECT)
     share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
@@ -166,7 +166,7 @@ class ClusterClient:
         if endpoint.token:
             self._headers.append(f"Authorization: Bearer {endpoint.token}")
         self._tls = _tls_options(endpoint)
-        self._share = _new_share()
+        self._share = new_share()
         # Whether a request went through the share since it was made
         self._share_used = False
         self._slots = threading.BoundedSemaphore(POOL_SIZE)
@@ -193,7 +193,7 @@ class ClusterClient:
         with self._lock:
             if self._closing or self._in_flight or not self._share_used:
                 return
-            idle, self._share, self._share_used = self._share, _new_share(), False
+            idle, self._share, self._share_used = self._share, new_share(), False
         idle.close()
 
     def _use(self, handle: pycurl.Curl) -> bool:

@@ -38,12 +38,18 @@ from urllib.parse import urlencode
 import orjson
 import pycurl
 
-from fleet.connections.client import READ_TIMEOUT, ClusterClient, ClusterNotConnected, Resource
+from fleet.api import APPLYSET_LABEL
+from fleet.connections.client import (
+    READ_TIMEOUT,
+    ClusterClient,
+    ClusterNotConnected,
+    Resource,
+    new_share,
+)
 
 log = logging.getLogger("fleet.watches")
 Key = tuple[str, str]
 JSON = dict[str, Any]
-APPLYSET_LABEL = "applyset.kubernetes.io/part-of"
 # The server ends a watch after timeoutSeconds; spread so restarts never come in a wave.
 WATCH_SECONDS = (1500, 2100)
 RETRY_SECONDS = (1.0, 60.0)
@@ -135,7 +141,8 @@ class WatchHub:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
@@ -155,18 +162,19 @@ class WatchHub:
         with self._lock:
             return cluster in self._live
 
-    def clusters(self) -> list[Key]:
+    def watched_count(self) -> int:
+        """Clusters whose every stream is connected and streaming."""
         with self._lock:
-            return list(self._wanted)
+            return len(self._live)
 
     def fetch(self, cluster: Key, url: str, accept: str) -> Answer:
         """GET `url` over the cluster's watch connection, from any thread but the hub's."""
         answer: concurrent.futures.Future[Answer] = concurrent.futures.Future()
         with self._lock:
-            if cluster not in self._wanted:
+            if cluster not in self._wanted or self._stop.is_set():
                 raise ClusterNotConnected(cluster[1], "not watched")
             self._fetches.append(_Fetch(cluster, url, accept, answer))
-        os.write(self._wake_write, b"\0")
+            os.write(self._wake_write, b"\0")
         try:
             return answer.result(timeout=READ_TIMEOUT)
         except concurrent.futures.TimeoutError as error:
@@ -183,10 +191,18 @@ class WatchHub:
             except Exception:
                 log.exception("watch loop failed; going on")
                 time.sleep(SELECT_SECONDS)
-        for transfer in list(self._by_handle.values()):
+        with self._lock:
+            unstarted, self._fetches = self._fetches, []
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+        for transfer in [*self._by_handle.values(), *unstarted]:
             self._close(transfer)
+            if isinstance(transfer, _Fetch):
+                transfer.answer.set_exception(ClusterNotConnected(transfer.cluster[1], "stopped"))
         for share in self._shares.values():
             share.close()
+        self._multi.close()
+        self._selector.close()
 
     def _apply_changes(self) -> None:
         with self._lock:
@@ -222,9 +238,7 @@ class WatchHub:
     def _share(self, cluster: Key) -> pycurl.CurlShare:
         share = self._shares.get(cluster)
         if share is None:
-            share = self._shares[cluster] = pycurl.CurlShare()
-            share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_CONNECT)
-            share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
+            share = self._shares[cluster] = new_share()
         return share
 
     def _start_due(self) -> None:

@@ -84,8 +84,8 @@ class DeploymentMemo:
     # add-on -> digest of its objects as last rendered, and as last applied in full
     rendered_digests: dict[str, str] = field(default_factory=dict)
     applied_digests: dict[str, str] = field(default_factory=dict)
-    # add-on -> (its rendered digest, the client, default namespace) and its objects prepared
-    prepared: dict[str, tuple[tuple[str, int, str], list[JSON]]] = field(default_factory=dict)
+    # add-on -> (its rendered digest, default namespace) and its objects prepared
+    prepared: dict[str, tuple[tuple[str, str], list[JSON]]] = field(default_factory=dict)
     # The last pass that listed every object (a drift check), and the last that read the
     # cluster afresh (its nodes; on an unwatched cluster that is a drift check too).
     last_drift_check: float = 0.0
@@ -396,7 +396,7 @@ def _reconcile(
                 raise _Stop(APPLYING, message, min(r.delay for r in charts_rendering))
             memo.rendered = (inputs_digest, rendered)
             memo.rendered_digests = {name: digest(objects) for name, objects in rendered.items()}
-            # What the add-ons should be changed: compare all of it with the cluster.
+            # What the add-ons make changed: compare all of it with the cluster.
             drift_check = True
         total = sum(len(objects) for objects in rendered.values())
         if total > engine.max_objects:
@@ -552,7 +552,7 @@ def _find_all(
         )
         record = Record.from_json(previous.get(entry.name, {}).get("applyset"))
         namespace = addons[entry.name].default_namespace
-        made_from = (memo.rendered_digests.get(entry.name, ""), id(client), namespace)
+        made_from = (memo.rendered_digests.get(entry.name, ""), namespace)
         cached = memo.prepared.get(entry.name)
         desired: list[JSON] | None
         if cached is not None and cached[0] == made_from:

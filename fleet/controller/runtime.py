@@ -22,7 +22,7 @@ from typing import Any, cast
 from kubernetes.client.exceptions import ApiException
 
 from fleet import drift
-from fleet.api import CLEANUP_FINALIZER, CLUSTER_FINALIZER
+from fleet.api import APPLYSET_LABEL, CLEANUP_FINALIZER, CLUSTER_FINALIZER
 from fleet.api.models import (
     Addon,
     Cluster,
@@ -33,7 +33,7 @@ from fleet.api.models import (
 )
 from fleet.connections.cache import ClusterCache, Kubeconfig
 from fleet.connections.client import Fetch, KindNotServed
-from fleet.connections.watches import APPLYSET_LABEL, WatchHub, WatchSpec
+from fleet.connections.watches import WatchHub, WatchSpec
 from fleet.controller import deployments as reconciling
 from fleet.controller import profiles as selecting
 from fleet.controller.deployments import DeploymentMemo, Engine, Inputs
@@ -65,9 +65,25 @@ QUIET_SECONDS = 60.0
 # an event checks its deployments this long after it (events of one apply come together).
 WATCH_SYNC_SECONDS = 10.0
 EVENT_DELAY_SECONDS = 1.0
-# What one cluster's watches cover: the kubeconfig, and for each apiVersion/Kind the ApplySet
-# ids and the namespaces their records name.
-WatchSet = tuple[str, frozenset[tuple[str, frozenset[str], frozenset[str]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSet:
+    """What one cluster's watches were started for: its kubeconfig's version, and for each
+    apiVersion/Kind the ApplySet ids and the namespaces their records name."""
+
+    kubeconfig: str
+    kinds: frozenset[tuple[str, frozenset[str], frozenset[str]]]
+    # Every ApplySet id covered (asked for on every pass of a deployment: worked out once)
+    ids: frozenset[str] = field(compare=False, default=frozenset())
+
+    @classmethod
+    def of(cls, kubeconfig: str, kinds: dict[str, tuple[set[str], set[str]]]) -> WatchSet:
+        return cls(
+            kubeconfig,
+            frozenset((kind, frozenset(i), frozenset(n)) for kind, (i, n) in kinds.items()),
+            frozenset(i for ids, _ in kinds.values() for i in ids),
+        )
 
 
 @dataclass(slots=True)
@@ -469,8 +485,7 @@ class Runtime:
         self.metrics.count_phases(phases)
         self.metrics.count_gpus(gpus)
         if self.watches is not None:
-            watched = sum(self.watches.watching(c) for c in self.watches.clusters())
-            self.metrics.watched_clusters.set(watched)
+            self.metrics.watched_clusters.set(self.watches.watched_count())
 
     async def _probe(self) -> None:
         """Probe clusters nobody heard from lately; wake their deployments when that changed.
@@ -501,7 +516,7 @@ class Runtime:
         watch_set = self._watch_sets.get(key)
         if hub is None or watch_set is None or not applysets or not hub.watching(key):
             return None
-        if not applysets <= {i for _, ids, _ in watch_set[1] for i in ids}:
+        if not applysets <= watch_set.ids:
             return None
 
         def fetch(url: str, accept: str) -> tuple[int, str, bytes]:
@@ -582,13 +597,7 @@ class Runtime:
             kubeconfig: Kubeconfig | None = self._one("kubeconfigs", cluster)
             if kubeconfig is None:
                 continue
-            watch_set: WatchSet = (
-                kubeconfig.version,
-                frozenset(
-                    (kind, frozenset(ids), frozenset(namespaces))
-                    for kind, (ids, namespaces) in kinds.items()
-                ),
-            )
+            watch_set = WatchSet.of(kubeconfig.version, kinds)
             if self._watch_sets.get(cluster) == watch_set:
                 continue
             if await self._io(self._start_watches, cluster, kubeconfig, watch_set):
@@ -607,7 +616,7 @@ class Runtime:
         try:
             client = self.connections.client(*cluster, kubeconfig)
             specs = []
-            for kind, ids, namespaces in watch_set[1]:
+            for kind, ids, namespaces in watch_set.kinds:
                 api_version, name = kind.rsplit("/", 1)
                 try:
                     resource = client.resource(api_version, name)

@@ -50,26 +50,26 @@ class ProcessRecord:
         )
 
 
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (state) on: [0] state, [1] parent, [3] session, [19]
+    start time; None once the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def is_running(record: ProcessRecord) -> bool:
-    ticks = start_ticks(record.pid)
-    if ticks != record.start_ticks:
-        return False
-    try:
-        state = Path(f"/proc/{record.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+    fields = _stat(record.pid)
+    return fields is not None and int(fields[19]) == record.start_ticks and fields[0] != "Z"
 
 
 def uptime(record: ProcessRecord) -> float:
@@ -178,12 +178,9 @@ def using_files_under(root: Path) -> list[ProcessRecord]:
     session, so it is never taken for one."""
     prefix = f"{root.resolve()}/".encode()
     spared, pid = set(), os.getpid()
-    while pid > 1:
+    while pid > 1 and (fields := _stat(pid)) is not None:
         spared.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-            break
+        pid = int(fields[1])
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in spared:
@@ -192,16 +189,12 @@ def using_files_under(root: Path) -> list[ProcessRecord]:
             arguments = (entry / "cmdline").read_bytes().split(b"\0")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        ticks = start_ticks(int(entry.name))
-        if ticks is None or not any(prefix in argument for argument in arguments):
+        if not any(prefix in argument for argument in arguments):
             continue
-        try:
-            session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
-        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-            continue
-        if session == int(entry.name):
+        fields = _stat(int(entry.name))
+        if fields is not None and int(fields[3]) == int(entry.name):
             command = tuple(a.decode(errors="replace") for a in arguments if a)
-            found.append(ProcessRecord("unrecorded", int(entry.name), ticks, command, ""))
+            found.append(ProcessRecord("unrecorded", int(entry.name), int(fields[19]), command, ""))
     return found
 
 
