@@ -30,6 +30,17 @@ CLEANUP_FINALIZER = f"{GROUP}/cleanup"
 CLUSTER_FINALIZER = f"{GROUP}/addons"
 # On an AddonProfile: confirms one guarded removal of add-ons (its value names the set).
 CONFIRM_REMOVAL_ANNOTATION = f"{GROUP}/confirm-removal"
+# A Cluster labelled this way goes first in every rollout of a profile that selects it.
+LABEL_CANARY = f"{GROUP}/canary"
+# Requests to a profile's rollout, by `fleet rollout` (the controller owns the status):
+# pause while present; resume / undo the rollout to the revision named in the value.
+ROLLOUT_PAUSE_ANNOTATION = f"rollout.{GROUP}/paused"
+ROLLOUT_RESUME_ANNOTATION = f"rollout.{GROUP}/resume"
+ROLLOUT_UNDO_ANNOTATION = f"rollout.{GROUP}/undo"
+# On an AddonDeployment: when its profile revision last changed (RFC 3339).
+MOVED_AT_ANNOTATION = f"rollout.{GROUP}/moved-at"
+# On a profile's ControllerRevisions: the hash of the revision they hold.
+LABEL_REVISION = f"{GROUP}/revision"
 
 
 def deployment_name(profile: str, cluster: str) -> str:

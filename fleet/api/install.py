@@ -2,7 +2,8 @@
 
 RBAC is the least the controller needs: it reads CAPI Clusters (and patches
 them only to add or remove its finalizer), reads kubeconfig Secrets, Addons
-and Datacenters, and owns AddonProfiles' status and AddonDeployments.
+and Datacenters, and owns AddonProfiles' status, their revisions
+(ControllerRevisions) and AddonDeployments.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ RULES: list[JSON] = [
         "verbs": ["get", "patch"],
     },
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    # Profiles' revisions (labelled fleet.mlops.dev/profile); a kopf index watches them.
+    {
+        "apiGroups": ["apps"],
+        "resources": ["controllerrevisions"],
+        "verbs": [*READ, "create", "delete"],
+    },
 ]
 # In the controller's own namespace only: the leader-election Lease.
 NAMESPACE_RULES: list[JSON] = [

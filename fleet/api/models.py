@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.api import LABEL_DATACENTER
+from fleet.api import LABEL_CANARY, LABEL_DATACENTER
 from fleet.errors import PermanentError
+from fleet.rollout import RolloutError, RolloutSpec, parse_rollout
 
 JSON = dict[str, Any]
 
@@ -19,6 +20,7 @@ SYNC_MODES = ("Continuous", "OneTime", "DryRun")
 CLEANUP_POLICIES = ("Delete", "Orphan")
 ADDON_KINDS = ("manifests", "helm")
 DEFAULT_DRIFT_SECONDS = 180
+DEFAULT_REVISION_HISTORY = 10
 
 
 class InvalidSpec(PermanentError):
@@ -164,6 +166,10 @@ class Profile:
     # Removing add-ons from more than this share of the profile's clusters (and more
     # than one) at once waits for a confirmation.
     max_removal_percent: int = 10
+    # How a new revision reaches the clusters; None: all of them at once.
+    rollout: RolloutSpec | None = None
+    # Revisions kept (as ControllerRevisions) besides those in use, for undo and history.
+    revision_history: int = DEFAULT_REVISION_HISTORY
 
 
 def parse_profile(body: JSON) -> Profile:
@@ -199,6 +205,16 @@ def parse_profile(body: JSON) -> Profile:
             f"{_ref(body)}: spec.cleanupPolicy must be one of {', '.join(CLEANUP_POLICIES)}"
         )
     drift = spec.get("drift", {})
+    try:
+        rollout = None if spec.get("rollout") is None else parse_rollout(spec["rollout"])
+    except RolloutError as error:
+        raise InvalidSpec(f"{_ref(body)}: spec.{error}") from error
+    history = _require(
+        body,
+        "spec.revisionHistoryLimit",
+        spec.get("revisionHistoryLimit", DEFAULT_REVISION_HISTORY),
+        int,
+    )
     return Profile(
         name=body["metadata"]["name"],
         namespace=body["metadata"].get("namespace", ""),
@@ -209,6 +225,8 @@ def parse_profile(body: JSON) -> Profile:
         drift_seconds=int(drift.get("intervalSeconds", DEFAULT_DRIFT_SECONDS)),
         paused=bool(spec.get("paused", False)),
         max_removal_percent=int((spec.get("safety") or {}).get("maxRemovalPercent", 10)),
+        rollout=rollout,
+        revision_history=max(1, history),
     )
 
 
@@ -234,6 +252,10 @@ class Cluster:
     @property
     def datacenter(self) -> str:
         return str(self.labels.get(LABEL_DATACENTER, ""))
+
+    @property
+    def canary(self) -> bool:
+        return self.labels.get(LABEL_CANARY) == "true"
 
 
 def _condition(conditions: list[JSON], kind: str) -> bool:
@@ -305,9 +327,13 @@ class DeploymentSpec:
     sync_mode: str = SYNC_MODES[0]
     cleanup_policy: str = CLEANUP_POLICIES[0]
     drift_seconds: int = DEFAULT_DRIFT_SECONDS
+    # The profile revision (a ControllerRevision's hash) whose add-ons this cluster gets.
+    profile_revision: str = ""
 
     @classmethod
-    def for_cluster(cls, profile: Profile, cluster: str, revision: str) -> DeploymentSpec:
+    def for_cluster(
+        cls, profile: Profile, cluster: str, revision: str, profile_revision: str
+    ) -> DeploymentSpec:
         return cls(
             cluster,
             profile.name,
@@ -315,6 +341,7 @@ class DeploymentSpec:
             profile.sync_mode,
             profile.cleanup_policy,
             profile.drift_seconds,
+            profile_revision,
         )
 
     def to_json(self) -> JSON:
@@ -325,6 +352,7 @@ class DeploymentSpec:
             "syncMode": self.sync_mode,
             "cleanupPolicy": self.cleanup_policy,
             "driftIntervalSeconds": self.drift_seconds,
+            "profileRevision": self.profile_revision,
         }
 
 
@@ -337,4 +365,5 @@ def parse_deployment_spec(body: JSON) -> DeploymentSpec:
         sync_mode=spec.get("syncMode", SYNC_MODES[0]),
         cleanup_policy=spec.get("cleanupPolicy", CLEANUP_POLICIES[0]),
         drift_seconds=int(spec.get("driftIntervalSeconds", DEFAULT_DRIFT_SECONDS)),
+        profile_revision=str(spec.get("profileRevision", "")),
     )

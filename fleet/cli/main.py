@@ -6,8 +6,8 @@ and the whole controller (seconds of imports), which `fleet status` or
 
 Exit codes: 0 success, 1 an operation failed (the message says why) or `fleet
 wait` timed out, 2 bad usage, 3 `fleet status` or `fleet describe` found
-problems, 130 interrupted; `fleet diff` uses Argo CD's (0 same, 1 different,
-2 error).
+problems or `fleet rollout status` a Halted rollout, 130 interrupted; `fleet
+diff` uses Argo CD's (0 same, 1 different, 2 error).
 """
 
 from __future__ import annotations
@@ -74,6 +74,11 @@ COMMANDS = {
         "fleet.cli.confirm",
         "confirm_removal",
         "Confirm the removal of add-ons that PROFILE holds back for a human.",
+    ),
+    "rollout": LazyCommand(
+        "fleet.cli.rollout",
+        "rollout",
+        "See and steer the progressive rollout of a profile's revisions (spec.rollout).",
     ),
     "install": LazyCommand(
         "fleet.cli.install",

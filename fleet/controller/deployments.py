@@ -71,6 +71,8 @@ Event = tuple[str, str, str]
 WATCHED_RECHECK_SECONDS = 3600
 # Objects named in an add-on's status problems (the CRD's maxItems).
 PROBLEMS_KEPT = 10
+# A profile revision not in the cache yet (written just before) is looked for again then.
+WAIT_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -119,6 +121,8 @@ class Inputs:
     problem: str = ""
     # Every Datacenter: a chart may come from any of their registries.
     datacenters: tuple[JSON, ...] = ()
+    # Why the reconcile must wait a moment for its inputs (a cache that lags a write).
+    waiting: str = ""
 
 
 @dataclass(slots=True)
@@ -257,6 +261,8 @@ def _gates(inputs: Inputs) -> Cluster:
         )
     if not cluster.control_plane_ready:
         raise _Stop(PENDING, f"cluster {cluster.name} is waiting for its control plane", None)
+    if inputs.waiting:
+        raise _Stop(PENDING, inputs.waiting, WAIT_SECONDS)
     if inputs.problem:
         raise _Stop(FAILED, inputs.problem, None)
     return cluster

@@ -17,10 +17,11 @@ from typing import Any
 
 import kopf
 
-from fleet.api import CAPI_GROUP, GROUP, VERSION
+from fleet.api import CAPI_GROUP, GROUP, LABEL_PROFILE, LABEL_REVISION, VERSION
 from fleet.api.models import Cluster, parse_cluster
 from fleet.connections.cache import Kubeconfig
 from fleet.controller.runtime import Runtime
+from fleet.revisions import Snapshot, parse_snapshot
 from fleet.select import InvalidSelector, matches
 
 log = logging.getLogger("fleet.controller")
@@ -95,6 +96,17 @@ def datacenters(name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
 @kopf.index(GROUP, VERSION, "addonprofiles")
 def profiles(namespace: Any, name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
     return {(namespace, name): _copy(body)}
+
+
+@kopf.index(
+    "apps",
+    "v1",
+    "controllerrevisions",
+    labels={LABEL_PROFILE: kopf.PRESENT, LABEL_REVISION: kopf.PRESENT},
+)
+def revisions(namespace: Any, body: kopf.Body, **_: Any) -> dict[Hashable, Snapshot]:
+    """A profile's kept revisions, by (namespace, profile)."""
+    return {(namespace, body["metadata"]["labels"][LABEL_PROFILE]): parse_snapshot(body)}
 
 
 @kopf.index(GROUP, VERSION, "addondeployments")

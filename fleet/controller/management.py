@@ -1,7 +1,8 @@
 """Writes to the management cluster, as plain JSON. Reads come from the watch caches.
 
-The controller writes only AddonDeployments, status subresources, Events,
-and its own finalizer on Clusters and AddonDeployments; every write is
+The controller writes only AddonDeployments, its profiles' ControllerRevisions,
+status subresources, Events, and its own finalizer on Clusters and
+AddonDeployments; every write is
 guarded by what it expects (resourceVersion), so a stale cache costs a
 retry, never a lost update.
 """
@@ -29,21 +30,45 @@ class Management:
     def __init__(self, api: k8s.ApiClient) -> None:
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
+        self.apps = k8s.AppsV1Api(api)
         self.host = socket.gethostname()
 
-    def create(self, plural: str, namespace: str, body: JSON) -> None:
+    def create(self, plural: str, namespace: str, body: JSON) -> JSON | None:
+        """The object as created, or None when it was there already."""
         try:
-            self.custom.create_namespaced_custom_object(
+            created: JSON = self.custom.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, body, _request_timeout=TIMEOUT
             )
         except ApiException as error:
             if error.status != 409:
                 raise
+            return None
+        return created
 
-    def patch(self, plural: str, namespace: str, name: str, patch: JSON) -> None:
-        self.custom.patch_namespaced_custom_object(
+    def patch(self, plural: str, namespace: str, name: str, patch: JSON) -> JSON:
+        patched: JSON = self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, name, patch, _request_timeout=TIMEOUT
         )
+        return patched
+
+    def create_revision(self, body: JSON) -> None:
+        """Keep a profile revision (a ControllerRevision); one that is there already stays."""
+        try:
+            self.apps.create_namespaced_controller_revision(
+                body["metadata"]["namespace"], body, _request_timeout=TIMEOUT
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def delete_revision(self, namespace: str, name: str) -> None:
+        try:
+            self.apps.delete_namespaced_controller_revision(
+                name, namespace, _request_timeout=TIMEOUT
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def patch_status(self, plural: str, namespace: str, name: str, status: JSON) -> None:
         try:

@@ -111,6 +111,11 @@ class Runtime:
     _applysets: dict[str, tuple[Hashable, str]] = field(default_factory=dict)
     # Something the watches are worked out from changed since the last sync
     _watches_stale: bool = True
+    # Read-your-writes for the profile passes, whose caches may not have seen the last
+    # write yet: deployments as written (by namespace, name; kept while newer than the
+    # cache's), and each profile's rollout record as last written (by namespace, name, uid).
+    _written: dict[tuple[str, str], JSON] = field(default_factory=dict)
+    _records: dict[tuple[str, str, str], JSON | None] = field(default_factory=dict)
 
     # Life cycle
 
@@ -201,6 +206,8 @@ class Runtime:
         self.memos[key] = memo.deployment
 
     def forget_deployment(self, key: Hashable) -> None:
+        _, namespace, name = cast(tuple[str, str, str], key)
+        self._written.pop((namespace, name), None)
         self.memos.pop(key, None)
         self.queue.forget(key)
 
@@ -217,6 +224,8 @@ class Runtime:
     async def _profile(self, namespace: str, name: str) -> float | None:
         body = self._one("profiles", (namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
+            for gone in [k for k in self._records if k[:2] == (namespace, name)]:
+                del self._records[gone]
             return None
         clusters: list[Cluster] = self._values("clusters_by_namespace", namespace)
         addon_specs = {}
@@ -228,28 +237,50 @@ class Runtime:
             found = self._one("datacenters", cluster.datacenter) if cluster.datacenter else None
             datacenters[cluster.datacenter] = found["spec"] if found else None
         existing = {
-            n: d
+            n: self._newest(namespace, n, d)
             for n in self._values("deployments_by_owner", ("profile", namespace, name))
             if (d := self._one("deployments", (namespace, n))) is not None
         }
+        key = (namespace, name, body["metadata"]["uid"])
+        record = self._records.get(key, (body.get("status") or {}).get("rollout"))
+        snapshots = {s.hash: s for s in self._values("revisions", (namespace, name))}
+        history = selecting.History(snapshots, record, time.time())
         decision = await self._io(
-            selecting.decide, body, clusters, addon_specs, datacenters, existing
+            selecting.decide, body, clusters, addon_specs, datacenters, existing, history
         )
         return await self._io_delay(self._carry_out_profile, body, decision)
+
+    def _newest(self, namespace: str, name: str, cached: JSON) -> JSON:
+        """A deployment as the cache has it, or as last written when the cache lags."""
+        written = self._written.get((namespace, name))
+        if written is None:
+            return cached
+        if written["metadata"].get("generation", 0) > cached["metadata"].get("generation", 0):
+            return written
+        del self._written[(namespace, name)]
+        return cached
 
     def _carry_out_profile(self, body: JSON, decision: selecting.Decision) -> float | None:
         meta = body["metadata"]
         namespace = meta["namespace"]
 
         def create(wanted: JSON) -> None:
-            self.management.create("addondeployments", namespace, wanted)
+            created = self.management.create("addondeployments", namespace, wanted)
+            if created is not None:
+                self._written[(namespace, wanted["metadata"]["name"])] = created
             log.info("created AddonDeployment %s/%s", namespace, wanted["metadata"]["name"])
 
+        # A deployment may move to a revision only once the revision is kept.
+        if decision.snapshot is not None:
+            self.management.create_revision(decision.snapshot)
         # A new profile over 1,000 clusters is 1,000 creations: a few at a time, not in a row.
         with concurrent.futures.ThreadPoolExecutor(CREATORS) as creators:
             list(creators.map(create, decision.create))
-        for name, spec in decision.update.items():
-            self.management.patch("addondeployments", namespace, name, {"spec": spec})
+        for name, change in decision.update.items():
+            written = self.management.patch("addondeployments", namespace, name, change)
+            self._written[(namespace, name)] = written
+        for name in decision.prune:
+            self.management.delete_revision(namespace, name)
         for name in decision.delete:
             self.management.delete("addondeployments", namespace, name)
             log.info("deleting AddonDeployment %s/%s: cluster no longer selected", namespace, name)
@@ -266,25 +297,37 @@ class Runtime:
             for kind, reason, message in decision.events:
                 if before.get("RemovalBlocked") != message:
                     self._event(body, kind, reason, message)
-        return retry
+        if "rollout" in decision.status:
+            self._records[(namespace, meta["name"], meta["uid"])] = decision.status["rollout"]
+        for kind, reason, message in decision.rollout_events:
+            self._event(body, kind, reason, message)
+        delays = [d for d in (retry, decision.requeue) if d is not None]
+        return min(delays, default=None)
 
     def _inputs(self, body: JSON) -> Inputs:
         namespace, spec = body["metadata"]["namespace"], body["spec"]
         cluster: Cluster | None = self._one("clusters", (namespace, spec["cluster"]))
         profile_body = self._one("profiles", (namespace, spec["profile"]))
-        problem = ""
+        problem = waiting = ""
         profile = None
         addons: dict[str, Addon | None] = {}
         try:
             if profile_body is None:
                 problem = f"AddonProfile {namespace}/{spec['profile']} not found"
             else:
+                profile_body, addon_bodies = self._revision(profile_body, spec)
+                if addon_bodies is None:
+                    waiting = (
+                        f"revision {spec['profileRevision']} of AddonProfile "
+                        f"{namespace}/{spec['profile']} is not in the cache yet"
+                    )
+                    addon_bodies = {}
                 profile = parse_profile(profile_body)
                 for entry in profile.addons:
-                    addon_body = self._one("addons", (namespace, entry.name))
+                    addon_body = addon_bodies.get(entry.name)
                     addons[entry.name] = parse_addon(addon_body) if addon_body else None
                 missing = [n for n, a in addons.items() if a is None]
-                if missing:
+                if missing and not waiting:
                     problem = f"Addon {', '.join(f'{namespace}/{m}' for m in missing)} not found"
         except InvalidSpec as error:
             problem = str(error)
@@ -298,7 +341,41 @@ class Runtime:
             for k in list(self.indexes.get("datacenters", {}))
             for d in self._values("datacenters", k)
         )
-        return Inputs(body, cluster, profile, addons, datacenter, kubeconfig, problem, every)
+        return Inputs(
+            body, cluster, profile, addons, datacenter, kubeconfig, problem, every, waiting
+        )
+
+    def _revision(self, profile_body: JSON, spec: JSON) -> tuple[JSON, dict[str, JSON] | None]:
+        """The profile and Addon bodies of the revision a deployment is on (None: that
+        revision is not in the cache yet); without one (made before revisions were
+        kept), the profile and Addons as they are now."""
+        namespace = profile_body["metadata"]["namespace"]
+        wanted = spec.get("profileRevision")
+        if not wanted:
+            names = [e.get("name") for e in profile_body["spec"].get("addons") or []]
+            found = {n: self._one("addons", (namespace, n)) for n in names}
+            return profile_body, {n: b for n, b in found.items() if b is not None}
+        snapshot = next(
+            (
+                s
+                for s in self._values("revisions", (namespace, spec["profile"]))
+                if s.hash == wanted
+            ),
+            None,
+        )
+        if snapshot is None:
+            return profile_body, None
+        frozen = {**profile_body, "spec": {**profile_body["spec"], "addons": snapshot.addons}}
+        addon_bodies = {
+            name: {
+                "kind": "Addon",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec,
+            }
+            for name, spec in snapshot.addon_specs.items()
+            if spec is not None
+        }
+        return frozen, addon_bodies
 
     async def _deployment(self, key: Hashable, namespace: str, name: str) -> float | None:
         body = self._one("deployments", (namespace, name))
