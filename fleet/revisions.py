@@ -52,7 +52,9 @@ def revision_hash(held: JSON) -> str:
 
 
 def snapshot_name(profile: str, hash_: str) -> str:
-    return f"{profile[: NAME_LIMIT - HASH_LENGTH - 1]}-{hash_}"
+    """`<profile>-<hash>`, the profile's name cut to fit a name's 253 characters (and
+    never ending in a dot, which a DNS subdomain may not have before the dash)."""
+    return f"{profile[: NAME_LIMIT - HASH_LENGTH - 1].rstrip('.')}-{hash_}"
 
 
 def snapshot_body(profile_body: JSON, hash_: str, held: JSON, number: int) -> JSON:

@@ -42,7 +42,7 @@ def clusters(deployments: list[JSON]) -> dict[str, ClusterView]:
         phase = str(status.get("phase") or "Pending")
         name = d["spec"]["cluster"]
         views[name] = ClusterView(
-            name, str(d["spec"].get("profileRevision", "")), current and phase == READY, phase
+            name, str(d["spec"].get("profileRevision") or ""), current and phase == READY, phase
         )
     return dict(sorted(views.items()))
 
@@ -120,7 +120,9 @@ def status_lines(profile: JSON, views: dict[str, ClusterView]) -> tuple[list[str
     waiting = sorted(n for n, v in views.items() if v.revision != record.get("target"))
     missing = int(record.get("total", 0)) - len(views)
     if waiting or missing > 0:
-        label = _names(waiting) + (f" and {missing} without add-ons yet" if missing > 0 else "")
+        parts = [_names(waiting)] if waiting else []
+        parts += [f"{missing} without add-ons yet"] if missing > 0 else []
+        label = " and ".join(parts)
         rows.append(("waiting", bar(0, 1), f"0/{len(waiting) + max(missing, 0)}", "-", "-", label))
     return lines, rows if len(rows) > 1 else []
 
@@ -148,10 +150,17 @@ def history_rows(
                 snapshot.created,
                 str(on),
                 mark,
-                change(before, snapshot),
+                _change(before, snapshot),
             )
         )
     return rows
+
+
+def _change(before: Snapshot | None, snapshot: Snapshot) -> str:
+    """What a revision changed; unknown when the one before it is no longer kept."""
+    if before is None and snapshot.number > 1:
+        return "(the revision before it is no longer kept)"
+    return change(before, snapshot)
 
 
 def history_json(snapshots: list[Snapshot], views: dict[str, ClusterView]) -> list[JSON]:
@@ -163,7 +172,7 @@ def history_json(snapshots: list[Snapshot], views: dict[str, ClusterView]) -> li
             "name": s.name,
             "created": s.created,
             "clusters": sorted(n for n, v in views.items() if v.revision == s.hash),
-            "change": change(before, s),
+            "change": _change(before, s),
         }
         for before, s in zip([None, *ordered], ordered, strict=False)
     ]

@@ -18,6 +18,7 @@ SCHEMA_KEYWORDS = {
     "maximum",
     "additionalProperties",
     "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
     "x-kubernetes-validations",
     "minLength",
     "maxLength",
