@@ -67,9 +67,13 @@ def _cluster_of(body: JSON) -> tuple[str, str]:
     return body["metadata"]["namespace"], body["spec"]["cluster"]
 
 
-def progress(deployments: list[JSON], expected: list[str] | None = None) -> Progress:
+def progress(
+    deployments: list[JSON], expected: list[str] | None = None, target: str = ""
+) -> Progress:
     """Counts over `deployments`; `expected` names clusters (namespace/name) that should have
-    one, so that a cluster still waiting for its deployment counts as not Ready."""
+    one, so that a cluster still waiting for its deployment counts as not Ready; with a
+    `target` profile revision (a profile that rolls out), a deployment not on it yet is
+    not Ready either."""
     laggards = []
     ready = applying = failed = 0
     seen = set()
@@ -80,6 +84,13 @@ def progress(deployments: list[JSON], expected: list[str] | None = None) -> Prog
         cluster = f"{meta['namespace']}/{spec['cluster']}"
         seen.add(cluster)
         phase = phase_at_revision(body)
+        behind = target and spec.get("profileRevision") != target
+        if behind and phase != PAUSED:
+            applying += 1
+            on = spec.get("profileRevision") or "none"
+            message = f"waiting for its wave: on revision {on}, rolling out {target}"
+            laggards.append(Laggard(cluster, str(spec.get("profile", "")), PENDING, message))
+            continue
         if phase in (READY, PAUSED):
             ready += phase == READY
             if phase == READY:

@@ -292,7 +292,7 @@ def plan(
     if state.halted_by and spec.failure_policy == "Rollback" and state.previous:
         return _roll_back(survey, state, clusters)
     if state.halted_by:
-        return _report(survey, state, {}, "Halted", _wave_name(survey, 0))
+        return _report(survey, state, {}, "Halted", _halted_in(spec, state, clusters, survey))
     return _advance(spec, survey, state)
 
 
@@ -409,6 +409,21 @@ def _wave_name(survey: _Survey, moved: int) -> str:
     if not wave.name:
         return f"wave {number}"
     return wave.name if size <= survey.budget else f"{wave.name} wave {number}"
+
+
+def _halted_in(
+    spec: RolloutSpec, state: RolloutState, clusters: Collection[ClusterState], survey: _Survey
+) -> str:
+    """The wave of the cluster that halted the rollout (where it stopped, not where it
+    would go on)."""
+    found = next((c for c in clusters if c.name == state.halted_by), None)
+    if found is None:
+        return _wave_name(survey, 0)
+    if found.name in canaries(spec, clusters):
+        return "canary"
+    if spec.by_datacenter:
+        return found.datacenter or "no datacenter"
+    return _wave_name(survey, 0)
 
 
 def _advance(spec: RolloutSpec, survey: _Survey, state: RolloutState) -> RolloutPlan:

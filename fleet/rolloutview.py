@@ -21,6 +21,11 @@ NAMES_SHOWN = 6
 SETTLED = ("Complete", "Halted")
 
 
+def rolls_out(profile: JSON) -> bool:
+    """Whether the profile has a rollout spec (`rollout: {}` is one, all defaults)."""
+    return (profile.get("spec") or {}).get("rollout") is not None
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterView:
     """One cluster of the profile: the revision it is on and whether it is Ready there."""
@@ -71,7 +76,7 @@ def status_lines(profile: JSON, views: dict[str, ClusterView]) -> tuple[list[str
     meta = profile["metadata"]
     title = f"AddonProfile {meta['namespace']}/{meta['name']}"
     record = (profile.get("status") or {}).get("rollout")
-    if not (profile.get("spec") or {}).get("rollout"):
+    if not rolls_out(profile):
         revision = (profile.get("status") or {}).get("revision", "?")
         on = sum(1 for v in views.values() if v.revision == revision and v.ready)
         return [
@@ -95,7 +100,8 @@ def status_lines(profile: JSON, views: dict[str, ClusterView]) -> tuple[list[str
         f"{record.get('ready', 0)} Ready, {record.get('failed', 0)} failed"
     )
     if record.get("failingCluster"):
-        lines.append(f"failing  {record['failingCluster']}: {record.get('reason', '')}")
+        why = f": {record['reason']}" if record.get("reason") else ""
+        lines.append(f"failing  {record['failingCluster']}{why}")
     started = record.get("startedAt", "")
     finished = record.get("completedAt")
     lines.append(f"started  {started}" + (f", completed {finished}" if finished else ""))
@@ -117,7 +123,10 @@ def status_lines(profile: JSON, views: dict[str, ClusterView]) -> tuple[list[str
                 _names(names),
             )
         )
-    waiting = sorted(n for n, v in views.items() if v.revision != record.get("target"))
+    in_waves = {n for wave in record.get("waves") or [] for n in wave.get("clusters") or []}
+    waiting = sorted(
+        n for n, v in views.items() if v.revision != record.get("target") and n not in in_waves
+    )
     missing = int(record.get("total", 0)) - len(views)
     if waiting or missing > 0:
         parts = [_names(waiting)] if waiting else []
@@ -136,13 +145,7 @@ def history_rows(
     ordered = sorted(snapshots, key=lambda s: s.number)
     for before, snapshot in zip([None, *ordered], ordered, strict=False):
         on = sum(1 for v in views.values() if v.revision == snapshot.hash)
-        mark = (
-            "target"
-            if snapshot.hash == record.get("target")
-            else "previous"
-            if snapshot.hash == record.get("previous")
-            else ""
-        )
+        mark = _mark(snapshot, record)
         rows.append(
             (
                 str(snapshot.number),
@@ -163,7 +166,15 @@ def _change(before: Snapshot | None, snapshot: Snapshot) -> str:
     return change(before, snapshot)
 
 
-def history_json(snapshots: list[Snapshot], views: dict[str, ClusterView]) -> list[JSON]:
+def _mark(snapshot: Snapshot, record: JSON) -> str:
+    if snapshot.hash == record.get("target"):
+        return "target"
+    return "previous" if snapshot.hash == record.get("previous") else ""
+
+
+def history_json(
+    snapshots: list[Snapshot], views: dict[str, ClusterView], record: JSON | None
+) -> list[JSON]:
     ordered = sorted(snapshots, key=lambda s: s.number)
     return [
         {
@@ -172,6 +183,7 @@ def history_json(snapshots: list[Snapshot], views: dict[str, ClusterView]) -> li
             "name": s.name,
             "created": s.created,
             "clusters": sorted(n for n, v in views.items() if v.revision == s.hash),
+            "mark": _mark(s, record or {}),
             "change": _change(before, s),
         }
         for before, s in zip([None, *ordered], ordered, strict=False)

@@ -27,9 +27,16 @@ from fleet.api import (
 from fleet.cli.console import Terminal, columns
 from fleet.cli.options import ManagementAccess, management_options, read_management
 from fleet.revisions import parse_snapshot
-from fleet.rolloutview import SETTLED, clusters, history_json, history_rows, status_lines
+from fleet.rolloutview import (
+    SETTLED,
+    clusters,
+    history_json,
+    history_rows,
+    rolls_out,
+    status_lines,
+)
 from fleet.sources import ReadError
-from fleet.sources.management import collection
+from fleet.sources.management import asked_revision, collection
 from fleet.sources.reader import Reader
 
 JSON = dict[str, Any]
@@ -87,36 +94,37 @@ def status(
     """Where PROFILE's rollout stands: phase, wave, counts, the failing cluster, a bar
     per wave; exit 3 when it is Halted. With --watch, until Complete or Halted."""
 
-    def look(reader: Reader) -> JSON:
+    def look(reader: Reader) -> str | None:
+        """Show it once; the phase to go by: None for a profile without a rollout,
+        "Planning" while the controller has not planned what the profile asks for."""
         body = _profile(reader, namespace, profile)
         views = clusters(_deployments(reader, namespace, profile))
         record = (body.get("status") or {}).get("rollout") or {}
+        asked = asked_revision(reader, body) if rolls_out(body) else ""
+        planned = (record.get("state") or {}).get("requested") == asked
         if output == "json":
-            terminal.data(
-                {
-                    "profile": profile,
-                    "namespace": namespace,
-                    "rollout": record,
-                    "clusters": {n: v.to_json() for n, v in views.items()},
-                },
-                "json",
-            )
-            return record
-        lines, rows = status_lines(body, views)
-        text = "\n".join([*lines, *(["", *columns(rows).splitlines()] if rows else [])])
-        terminal.print(text)
-        return record
+            shown = {"profile": profile, "namespace": namespace, "rollout": record}
+            shown["clusters"] = {n: v.to_json() for n, v in views.items()}
+            terminal.data(shown | ({} if planned else {"notPlannedYet": asked}), "json")
+        else:
+            lines, rows = status_lines(body, views)
+            if asked and not planned:
+                lines.insert(1, f"the controller has not planned revision {asked} yet")
+            text = "\n".join([*lines, *(["", *columns(rows).splitlines()] if rows else [])])
+            terminal.print(text)
+        if not asked:
+            return None
+        return str(record.get("phase")) if planned else "Planning"
 
-    def watching(reader: Reader) -> JSON:
-        shown = look(reader)
-        while watch and shown.get("phase") not in SETTLED and shown:
+    def watching(reader: Reader) -> str | None:
+        phase = look(reader)
+        while watch and phase is not None and phase not in SETTLED:
             time.sleep(interval)
             terminal.print()
-            shown = look(reader)
-        return shown
+            phase = look(reader)
+        return phase
 
-    record = read_management(terminal, management, watching)
-    if record.get("phase") == "Halted":
+    if read_management(terminal, management, watching) == "Halted":
         raise click.exceptions.Exit(HALTED)
 
 
@@ -139,13 +147,13 @@ def history(
             parse_snapshot(r) for r in reader.list(path, f"{LABEL_PROFILE}={profile}") or []
         ]
         views = clusters(_deployments(reader, namespace, profile))
+        record = (body.get("status") or {}).get("rollout")
         if output == "json":
-            terminal.data(history_json(snapshots, views), "json")
+            terminal.data(history_json(snapshots, views, record), "json")
             return
         if not snapshots:
             terminal.print(f"AddonProfile {namespace}/{profile} has no revisions yet")
             return
-        record = (body.get("status") or {}).get("rollout")
         terminal.print(columns(history_rows(snapshots, views, record)))
 
     read_management(terminal, management, look)
@@ -171,7 +179,7 @@ def _rollout_of(
 ) -> JSON:
     """The profile's rollout record; a profile without spec.rollout has nothing to steer."""
     body = read_management(terminal, management, lambda r: _profile(r, namespace, name))
-    if not (body.get("spec") or {}).get("rollout"):
+    if not rolls_out(body):
         terminal.abort(
             f"AddonProfile {namespace}/{name} has no spec.rollout: its revisions reach "
             "every cluster at once, there is no rollout to steer"

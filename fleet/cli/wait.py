@@ -1,7 +1,8 @@
 """`fleet wait profile|cluster NAME --for Ready`: block until converged, showing progress.
 
 As `kubectl wait` and `argocd app wait`: exit 0 once every deployment is Ready
-at its wanted revision; on timeout, exit 1 naming every cluster not Ready and
+at its wanted revision (and, for a profile that rolls out, on the profile
+revision it asks for); on timeout, exit 1 naming every cluster not Ready and
 why. Progress goes to stderr: a bar on a terminal, a plain line per change
 when piped.
 """
@@ -19,8 +20,9 @@ from fleet.api import GROUP, LABEL_CLUSTER, LABEL_PROFILE, VERSION
 from fleet.cli.console import Terminal
 from fleet.cli.options import ManagementAccess, management_options, read_management
 from fleet.progress import Progress, progress
+from fleet.rolloutview import rolls_out
 from fleet.sources import ReadError
-from fleet.sources.management import collection
+from fleet.sources.management import asked_revision, collection
 from fleet.sources.reader import Reader
 
 JSON = dict[str, Any]
@@ -47,9 +49,17 @@ def read_progress(reader: Reader, kind: str, namespace: str, name: str) -> Progr
     profile = reader.get(path).body
     if profile is None:
         raise ReadError(f"AddonProfile {namespace}/{name} not found")
-    matched = (profile.get("status") or {}).get("matchedClusters") or []
-    expected = [f"{namespace}/{cluster}" for cluster in matched]
-    return progress(reader.list(deployments, f"{LABEL_PROFILE}={name}") or [], expected)
+    status = profile.get("status") or {}
+    expected = [f"{namespace}/{cluster}" for cluster in status.get("matchedClusters") or []]
+    found = reader.list(deployments, f"{LABEL_PROFILE}={name}") or []
+    if not rolls_out(profile):
+        return progress(found, expected)
+    # Done once every cluster is on the revision the profile asks for now (or, after an
+    # undo of it, the one the undo went back to), planned or not yet.
+    record = status.get("rollout") or {}
+    asked = asked_revision(reader, profile)
+    undone = (record.get("state") or {}).get("requested") == asked
+    return progress(found, expected, record.get("target", "") if undone else asked)
 
 
 @click.command()

@@ -143,7 +143,8 @@ def step(
         "target": state.target,
         "previous": state.previous,
         "total": len(clusters),
-        "updated": result.updated,
+        # after this pass's moves (the planner counts before them)
+        "updated": sum(1 for c in clusters if result.moves.get(c.name, c.revision) == state.target),
         "ready": result.ready,
         "failed": result.failed,
         "failingCluster": result.failing or None,

@@ -15,6 +15,7 @@ from typing import Any
 
 from fleet.api import CAPI_GROUP, CAPI_VERSIONS, GROUP, VERSION
 from fleet.api.install import NAME
+from fleet.revisions import content, revision_hash
 from fleet.sources import ReadError
 from fleet.sources.reader import ApiError, Reader
 
@@ -108,3 +109,17 @@ def read_fleet(reader: Reader, namespace: str | None, controller_namespace: str)
     finally:
         twin.close()
     return Snapshot(found_clusters, found_deployments, lease, lease_error, moment)
+
+
+def asked_revision(reader: Reader, profile: JSON) -> str:
+    """The revision a profile asks for now, worked out as the controller works it out (its
+    add-on list and the Addons it names), so that a change the controller has not
+    planned yet shows as such."""
+    namespace = profile["metadata"]["namespace"]
+    addons = collection(GROUP, VERSION, "addons", namespace)
+    specs: dict[str, JSON | None] = {}
+    for entry in (profile.get("spec") or {}).get("addons") or []:
+        name = str(entry.get("name"))
+        body = reader.get(f"{addons}/{urllib.parse.quote(name, safe='')}").body
+        specs[name] = None if body is None else dict(body.get("spec") or {})
+    return revision_hash(content(profile.get("spec") or {}, specs))

@@ -69,6 +69,8 @@ def test_install_applies_idempotently_with_least_privilege(local_fleet, manageme
         ("create", "fleet.mlops.dev", "addondeployments", ""),
         ("patch", "fleet.mlops.dev", "addondeployments", "status"),
         ("create", "", "events", ""),
+        ("create", "apps", "controllerrevisions", ""),
+        ("watch", "apps", "controllerrevisions", ""),
     ]
     denied = [
         ("delete", "cluster.x-k8s.io", "clusters", ""),
@@ -77,6 +79,8 @@ def test_install_applies_idempotently_with_least_privilege(local_fleet, manageme
         ("get", "", "pods", ""),
         ("delete", "fleet.mlops.dev", "addons", ""),
         ("patch", "cluster.x-k8s.io", "clusters", "status"),
+        ("update", "apps", "controllerrevisions", ""),
+        ("create", "apps", "deployments", ""),
     ]
     for verb, group, resource, sub in allowed:
         assert can(management, verb, group, resource, sub), (verb, resource, sub)

@@ -11,7 +11,10 @@ registrations of a plane never share one.
 from __future__ import annotations
 
 import json
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -125,9 +128,13 @@ def in_flight(tenant: Tenant, target: str) -> set[str]:
     return moving
 
 
-def rollout_cli(tenant: Tenant, *args: str):
+def rollout_args(tenant: Tenant, *args: str) -> list[str]:
     kubeconfig = tenant.fleet.management_kubeconfig
-    return fleet_cli("rollout", *args, "-n", tenant.namespace, "--kubeconfig", kubeconfig)
+    return ["rollout", *args, "-n", tenant.namespace, "--kubeconfig", kubeconfig]
+
+
+def rollout_cli(tenant: Tenant, *args: str):
+    return fleet_cli(*rollout_args(tenant, *args))
 
 
 def events(tenant: Tenant, reason: str) -> list[str]:
@@ -156,12 +163,22 @@ def test_a_change_rolls_out_canary_first_then_one_datacenter_after_the_other(six
     target = wait_until(
         lambda: (r := revision_now(tenant)) != first["target"] and r, 30, "the new revision"
     )
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "fleet", *rollout_args(tenant, "status", "app", "-w")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     most, deadline = 0, time.monotonic() + 180
     while (found := record(tenant)).get("phase") != "Complete" or found.get("target") != target:
         assert time.monotonic() < deadline, f"rollout not complete: {_seen(tenant)}"
         most = max(most, len(in_flight(tenant, target)))
         time.sleep(0.2)
     assert most <= 2, f"{most} clusters in flight at once, with maxUnavailable 2"
+    watched, problems = watching.communicate(timeout=30)
+    assert watching.returncode == 0, problems
+    phases = re.findall(r"^phase +(\w+)", watched, re.MULTILINE)
+    assert phases[0] == "Progressing" and phases[-1] == "Complete", watched
     found = complete_on(tenant, target)
     assert versions(tenant) == dict.fromkeys(SIX, "2")
 

@@ -39,6 +39,20 @@ def test_done_when_every_expected_cluster_is_ready_and_never_when_there_is_nothi
     assert not progress([]).done
 
 
+def test_a_profile_rolling_out_is_done_only_when_every_cluster_is_on_its_revision():
+    on_old = deployment("a", "Ready")
+    on_old["spec"]["profileRevision"] = "old"
+    on_new = deployment("b", "Ready")
+    on_new["spec"]["profileRevision"] = "new"
+    found = progress([on_old, on_new], expected=["fleet/a", "fleet/b"], target="new")
+    assert (found.ready, found.applying, found.done) == (1, 1, False)
+    assert [str(lag) for lag in found.laggards] == [
+        "fleet/a (p): Pending: waiting for its wave: on revision old, rolling out new"
+    ]
+    on_old["spec"]["profileRevision"] = "new"
+    assert progress([on_old, on_new], target="new").done
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("300", 300), ("90s", 90), ("5m", 300), ("1h30m", 5400), ("2.5s", 2.5)]
 )

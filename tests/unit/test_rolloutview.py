@@ -334,13 +334,14 @@ def test_history_of_no_revisions_is_only_the_header():
 
 
 def test_history_as_json_names_each_revision_and_its_clusters_oldest_first():
-    assert history_json([S2, S3, S1], HISTORY_VIEWS) == [
+    assert history_json([S2, S3, S1], HISTORY_VIEWS, None) == [
         {
             "revision": 1,
             "hash": S1.hash,
             "name": f"gpus-{S1.hash}",
             "created": "2024-05-01T09:00:00Z",
             "clusters": [],
+            "mark": "",
             "change": "first revision",
         },
         {
@@ -349,6 +350,7 @@ def test_history_as_json_names_each_revision_and_its_clusters_oldest_first():
             "name": f"gpus-{S2.hash}",
             "created": "2024-05-01T10:00:00Z",
             "clusters": ["c3"],
+            "mark": "",
             "change": "cert-manager (values)",
         },
         {
@@ -357,6 +359,12 @@ def test_history_as_json_names_each_revision_and_its_clusters_oldest_first():
             "name": f"gpus-{S3.hash}",
             "created": "2024-05-01T11:00:00Z",
             "clusters": ["c1", "c2"],
+            "mark": "",
             "change": "+dcgm",
         },
     ]
+
+
+def test_an_empty_rollout_spec_is_a_rollout_with_every_default():
+    lines, _ = status_lines(profile(rollout={}), HALTED_VIEWS)
+    assert lines == [f"{TITLE}: the controller has not planned a rollout yet"]
