@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.api import API_VERSION, LABEL_PROFILE, LABEL_REVISION
+from fleet.api import LABEL_PROFILE, LABEL_REVISION, profile_owner
 from fleet.hashing import digest
 
 JSON = dict[str, Any]
@@ -67,16 +67,7 @@ def snapshot_body(profile_body: JSON, hash_: str, held: JSON, number: int) -> JS
             "name": snapshot_name(meta["name"], hash_),
             "namespace": meta["namespace"],
             "labels": {LABEL_PROFILE: meta["name"], LABEL_REVISION: hash_},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "AddonProfile",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [profile_owner(meta)],
         },
         "data": held,
         "revision": number,

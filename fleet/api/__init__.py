@@ -1,6 +1,7 @@
 """The management-cluster API of fleet (group fleet.mlops.dev, v1alpha1) and of Cluster API."""
 
 from pathlib import Path
+from typing import Any
 
 GROUP = "fleet.mlops.dev"
 VERSION = "v1alpha1"
@@ -41,6 +42,19 @@ ROLLOUT_UNDO_ANNOTATION = f"rollout.{GROUP}/undo"
 MOVED_AT_ANNOTATION = f"rollout.{GROUP}/moved-at"
 # On a profile's ControllerRevisions: the hash of the revision they hold.
 LABEL_REVISION = f"{GROUP}/revision"
+
+
+def profile_owner(meta: dict[str, Any]) -> dict[str, Any]:
+    """The controller owner reference to an AddonProfile (from its metadata): what it makes
+    goes with it, and is known as its own."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "AddonProfile",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def deployment_name(profile: str, cluster: str) -> str:

@@ -26,6 +26,7 @@ from fleet.api import (
     LABEL_PROFILE,
     MOVED_AT_ANNOTATION,
     deployment_name,
+    profile_owner,
 )
 from fleet.api.models import Cluster, DeploymentSpec, InvalidSpec, Profile, parse_profile
 from fleet.controller import rollouts
@@ -85,16 +86,7 @@ def desired_deployment(
             "annotations": {MOVED_AT_ANNOTATION: moved_at},
             # Present from creation, so that a deletion can never skip the cleanup.
             "finalizers": [CLEANUP_FINALIZER],
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "AddonProfile",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [profile_owner(meta)],
         },
         "spec": DeploymentSpec.for_cluster(profile, cluster.name, rev, profile_revision).to_json(),
     }
