@@ -23,6 +23,7 @@ from fleet.connections.cache import Kubeconfig
 from fleet.controller.runtime import Runtime
 from fleet.revisions import Snapshot, parse_snapshot
 from fleet.select import InvalidSelector, matches
+from fleet.status import FAILED, READY
 
 log = logging.getLogger("fleet.controller")
 KUBECONFIG_TYPE = "cluster.x-k8s.io/secret"
@@ -263,4 +264,24 @@ async def deployment_event(
         meta = body["metadata"]
         if _changed(memo, (meta.get("generation"), meta.get("deletionTimestamp"))):
             runtime.queue.add(key)
-    runtime.queue.add_after(("profile", namespace, spec.get("profile", "")), SUMMARY_DELAY)
+    profile = ("profile", namespace, spec.get("profile", ""))
+    if type != "DELETED" and _settled_anew(body, memo) and runtime.rolls_out(*profile[1:]):
+        # The next wave of a rollout waits for this cluster: look at once.
+        runtime.queue.add(profile)
+    else:
+        runtime.queue.add_after(profile, SUMMARY_DELAY)
+
+
+def _settled_anew(body: kopf.Body, memo: Any) -> bool:
+    """Whether the deployment now reports Ready or Failed on its current spec, and did not
+    on the last event (kept in its kopf memo)."""
+    status = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    settled = status.get("observedGeneration") == generation and status.get("phase") in (
+        READY,
+        FAILED,
+    )
+    seen = (generation, status.get("phase")) if settled else None
+    before = getattr(memo, "settled", None)
+    memo.settled = seen
+    return seen is not None and seen != before

@@ -185,6 +185,7 @@ def decide(
             decision.rollout_events, decision.requeue = step.events, step.requeue
         moved_at = rollouts.precise(history.now)
         datacenter_digests = {name: digest(spec) for name, spec in datacenters.items()}
+        shared: dict[str, str] = {}
         for cluster in matched:
             name = deployment_name(meta["name"], cluster.name)
             profile_revision = chosen.get(cluster.name)
@@ -192,10 +193,10 @@ def decide(
                 if name in existing:
                     wanted[name] = existing[name]
                 continue
+            if profile_revision not in shared:  # hashed once per revision, not per cluster
+                shared[profile_revision] = shared_inputs(body["spec"], profile_revision)
             rev = revision(
-                shared_inputs(body["spec"], profile_revision),
-                cluster,
-                datacenter_digests.get(cluster.datacenter, ""),
+                shared[profile_revision], cluster, datacenter_digests.get(cluster.datacenter, "")
             )
             wanted[name] = desired_deployment(
                 body, profile, cluster, rev, profile_revision, moved_at

@@ -192,6 +192,11 @@ class Runtime:
             p for k in list(self.indexes.get("profiles", {})) for p in self._values("profiles", k)
         ]
 
+    def rolls_out(self, namespace: str, name: str) -> bool:
+        """Whether the profile moves its clusters by a rollout (`spec.rollout`)."""
+        body = self._one("profiles", (namespace, name))
+        return body is not None and (body.get("spec") or {}).get("rollout") is not None
+
     def cluster_deleting(self, namespace: str, name: str) -> bool:
         cluster: Cluster | None = self._one("clusters", (namespace, name))
         return cluster is not None and cluster.deleting
