@@ -6,7 +6,6 @@ import hashlib
 import json
 from typing import Any
 
-
 # What json.dumps(value, sort_keys=True, separators=(",", ":"), default=str) makes, without
 # building an encoder per call (most of the cost of hashing a small value, and a profile's
 # pass hashes one per cluster). JSONEncoder keeps no state between calls.
