@@ -291,6 +291,9 @@ def _revisions(
         return {c.name: target for c in matched}, None
     movable = [c for c in matched if not c.paused]
     states = [rollouts.cluster_state(c, on_cluster.get(c.name)) for c in movable]
+    messages = {
+        name: str((d.get("status") or {}).get("message") or "") for name, d in on_cluster.items()
+    }
     step = rollouts.step(
         profile.rollout,
         history.record,
@@ -298,6 +301,7 @@ def _revisions(
         states,
         target,
         history.now,
+        messages,
     )
     chosen = {s.name: s.revision for s in states if s.revision}
     chosen.update(step.moves)

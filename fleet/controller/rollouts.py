@@ -36,6 +36,7 @@ from fleet.status import FAILED, READY
 JSON = dict[str, Any]
 Event = tuple[str, str, str]
 WAVES_KEPT = 100
+REASON_LIMIT = 300
 NAMES_SHOWN = 10
 
 
@@ -111,12 +112,14 @@ def step(
     clusters: list[ClusterState],
     target: str,
     now: float,
+    messages: Mapping[str, str] | None = None,
 ) -> Step:
     """Plan one pass for a profile whose revision `target` rolls out under `spec`.
 
     `record` is the rollout record this controller last wrote (None before the first);
     a pause asked for by annotation holds as long as the annotation is there, on top
-    of the planner's own pause after the canaries.
+    of the planner's own pause after the canaries. `messages`: each cluster's
+    deployment status message, which says why a Failed one failed.
     """
     record = record or {}
     events: list[Event] = []
@@ -126,6 +129,9 @@ def step(
     kept = _requests(annotations, kept, events)
     held = ROLLOUT_PAUSE_ANNOTATION in annotations
     result = plan(spec, replace(kept, paused=kept.paused or held), clusters, now, target=target)
+    why = (messages or {}).get(result.failing, "")
+    if result.reason == "Failed" and why:
+        result = replace(result, reason=f"Failed: {why[:REASON_LIMIT]}")
     # Kept: only the planner's own pause; the annotation's lasts as long as the annotation.
     state = replace(result.new_state, paused=kept.paused) if held else result.new_state
     fresh = (record.get("state") or {}).get("target") != state.target

@@ -70,10 +70,11 @@ class Fleet:
             self.record = decision.status["rollout"]
         return decision
 
-    def settle(self, clusters=None, phase="Ready"):
+    def settle(self, clusters=None, phase="Ready", message=""):
         for d in self.deployments.values():
             if clusters is None or d["spec"]["cluster"] in clusters:
                 d["status"] = {"phase": phase, "observedGeneration": d["metadata"]["generation"]}
+                d["status"]["message"] = message
 
     def on(self):
         return {
@@ -190,15 +191,16 @@ def test_a_failed_canary_halts_and_undo_goes_back_once():
 
     v3 = {"kind": "manifests", "templates": {"a.yaml": "v: 3"}}
     fleet.sync(v3)
-    fleet.settle({"c1"}, phase="Failed")
+    fleet.settle({"c1"}, phase="Failed", message="a: ConfigMap x was refused")
     halted = fleet.sync(v3)
     record = halted.status["rollout"]
     assert (record["phase"], record["wave"], record["failingCluster"], record["reason"]) == (
         "Halted",
         "canary",
         "c1",
-        "Failed",
+        "Failed: a: ConfigMap x was refused",
     )
+    assert "cluster c1: Failed: a: ConfigMap x was refused" in halted.rollout_events[0][2]
     assert halted.update == {} and [r for _, r, _ in halted.rollout_events] == ["RolloutHalted"]
     assert fleet.sync(v3).rollout_events == []
 
