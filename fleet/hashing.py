@@ -22,3 +22,7 @@ def digest(value: Any) -> str:
 
 def short(value: Any, length: int = 10) -> str:
     return digest(value).split(":", 1)[1][:length]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
