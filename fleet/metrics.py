@@ -87,6 +87,26 @@ class Metrics:
             "Workload-cluster watches that broke or lost their history.",
             registry=self.registry,
         )
+        self.model_bytes = Counter(
+            "fleet_model_bytes_total",
+            "Bytes of model artifacts per datacenter registry: sent into it, skipped (held "
+            "already or mounted), resumed (held from an interrupted copy).",
+            ["datacenter", "fate"],
+            registry=self.registry,
+        )
+        self.model_copies = Counter(
+            "fleet_model_copies_total",
+            "Finished copies of a model artifact into a datacenter registry, by result.",
+            ["datacenter", "result"],
+            registry=self.registry,
+        )
+        self.model_copy_seconds = Histogram(
+            "fleet_model_copy_seconds",
+            "How long a successful copy into a datacenter registry took.",
+            ["datacenter"],
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+            registry=self.registry,
+        )
 
     def count_gpus(self, found: dict[tuple[str, str, str, str], int]) -> None:
         """Every cluster's GPUs, keyed (namespace, cluster, datacenter, product); clusters

@@ -30,9 +30,14 @@ RULES: list[JSON] = [
         "resources": ["addondeployments"],
         "verbs": [*READ, "create", "patch", "delete"],
     },
+    {"apiGroups": [GROUP], "resources": ["modelartifacts"], "verbs": READ},
     {
         "apiGroups": [GROUP],
-        "resources": ["addonprofiles/status", "addondeployments/status"],
+        "resources": [
+            "addonprofiles/status",
+            "addondeployments/status",
+            "modelartifacts/status",
+        ],
         "verbs": ["get", "patch"],
     },
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},

@@ -75,6 +75,11 @@ COMMANDS = {
         "confirm_removal",
         "Confirm the removal of add-ons that PROFILE holds back for a human.",
     ),
+    "models": LazyCommand(
+        "fleet.cli.models",
+        "models",
+        "Every ModelArtifact against every datacenter: Replicated, Copying n %, Failed: why.",
+    ),
     "rollout": LazyCommand(
         "fleet.cli.rollout",
         "rollout",
@@ -84,6 +89,11 @@ COMMANDS = {
         "fleet.cli.install",
         "install",
         "Install (or upgrade) fleet on a management cluster with server-side apply.",
+    ),
+    "model": LazyCommand(
+        "fleet.cli.model",
+        "model",
+        "Push a model directory to an OCI registry as a ModelPack artifact, or pull one back.",
     ),
 }
 

@@ -110,6 +110,11 @@ def revisions(namespace: Any, body: kopf.Body, **_: Any) -> dict[Hashable, Snaps
     return {(namespace, body["metadata"]["labels"][LABEL_PROFILE]): parse_snapshot(body)}
 
 
+@kopf.index(GROUP, VERSION, "modelartifacts")
+def models(namespace: Any, name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
+    return {(namespace, name): _copy(body)}
+
+
 @kopf.index(GROUP, VERSION, "addondeployments")
 def deployments(namespace: Any, name: str, body: kopf.Body, **_: Any) -> dict[Hashable, Any]:
     return {(namespace, name): _copy(body)}
@@ -193,6 +198,8 @@ async def cluster_event(
             runtime.queue.add(("profile", namespace, profile["metadata"]["name"]))
     if before is not None and seen is not None and before[3:] != seen[3:]:
         runtime.wake_deployments_of(namespace, name)
+    for model in runtime.models_of(namespace):  # which datacenters need a model may change
+        runtime.queue.add(("model", *model))
     if cluster.deleting or type == "DELETED":
         runtime.queue.add(("cluster", namespace, name))
     if type == "DELETED":
@@ -235,6 +242,8 @@ async def datacenter_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any
     for profile in runtime.all_profiles():
         meta = profile["metadata"]
         runtime.queue.add(("profile", meta["namespace"], meta["name"]))
+    for model in runtime.models_of(None):
+        runtime.queue.add(("model", *model))
 
 
 @kopf.on.event(GROUP, VERSION, "addonprofiles")
@@ -245,6 +254,15 @@ async def profile_event(
     seen = (meta.get("generation"), meta.get("annotations"), meta.get("deletionTimestamp"))
     if type != "DELETED" and _changed(memo, seen):
         _runtime(memo).queue.add(("profile", namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, "modelartifacts")
+async def model_event(
+    body: kopf.Body, type: str, memo: kopf.Memo, namespace: Any, name: str, **_: Any
+) -> None:
+    meta = body["metadata"]
+    if _changed(memo, (type == "DELETED", meta.get("generation"), meta.get("deletionTimestamp"))):
+        _runtime(memo).queue.add(("model", namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, "addondeployments")

@@ -165,6 +165,18 @@ class Management:
         }
         self.core.create_namespaced_event(meta["namespace"], body, _request_timeout=TIMEOUT)
 
+    def secret(self, namespace: str, name: str) -> tuple[str, dict[str, bytes]] | None:
+        """A Secret's version (uid/resourceVersion, which changes when it rotates) and its
+        data decoded; None when it is missing."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+        return f"{secret.metadata.uid}/{secret.metadata.resource_version}", data
+
     def registry_access(self, repository: str, datacenters: Iterable[JSON]) -> RegistryAccess:
         """How to reach the registry of an OCI reference, from the Datacenter serving it."""
         registry = serving_registry(repository, datacenters) or {}

@@ -36,8 +36,10 @@ from fleet.connections.client import Fetch, KindNotServed
 from fleet.connections.watches import WatchHub, WatchSpec
 from fleet.controller import deployments as reconciling
 from fleet.controller import profiles as selecting
+from fleet.controller.copier import Copier
 from fleet.controller.deployments import DeploymentMemo, Engine, Inputs
 from fleet.controller.management import Management
+from fleet.controller.models import ModelInputs, Models
 from fleet.controller.queue import WorkQueue
 from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.metrics import Metrics
@@ -116,6 +118,8 @@ class Runtime:
     # cache's), and each profile's rollout record as last written (by namespace, name, uid).
     _written: dict[tuple[str, str], JSON] = field(default_factory=dict)
     _records: dict[tuple[str, str, str], JSON | None] = field(default_factory=dict)
+    # ModelArtifacts: their copies run on the copier's own loop and thread
+    _models: Models | None = None
 
     # Life cycle
 
@@ -132,11 +136,16 @@ class Runtime:
         self._tasks += [loop.create_task(self._every(PROBE_SECONDS, self._probe))]
         self.watches = WatchHub(self._watch_event, self._watch_lost)
         self.watches.start()
+        copier = Copier(lambda key: self.queue.add(("model", key[0], key[1])))
+        copier.start()
+        self._models = Models(self.management, self.metrics, copier, self.connections, self._event)
         self._tasks += [loop.create_task(self._every(WATCH_SYNC_SECONDS, self._sync_watches))]
 
     def stop(self) -> None:
         if self.watches is not None:
             self.watches.stop()
+        if self._models is not None:
+            self._models.copier.stop()
         for task in self._tasks:
             task.cancel()
         for pool in (self._pool, self._chart_pool):
@@ -224,7 +233,32 @@ class Runtime:
             return await self._profile(namespace, name)
         if kind == "deployment":
             return await self._deployment(key, namespace, name)
+        if kind == "model":
+            return await self._model(namespace, name)
         return await self._release_cluster(namespace, name)
+
+    async def _model(self, namespace: str, name: str) -> float | None:
+        if self._models is None:
+            raise RuntimeError("the controller runtime has not started")
+        body = self._one("models", (namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self._models.forget(namespace, name)
+            return None
+        clusters: list[Cluster] = self._values("clusters_by_namespace", namespace)
+        datacenters = {
+            c.datacenter: parse_datacenter(found)
+            if (found := self._one("datacenters", c.datacenter))
+            else None
+            for c in clusters
+            if c.datacenter
+        }
+        kubeconfigs = {c.name: self._one("kubeconfigs", (namespace, c.name)) for c in clusters}
+        inputs = ModelInputs(body, clusters, datacenters, kubeconfigs)
+        return await self._io_delay(self._models.reconcile, inputs)
+
+    def models_of(self, namespace: str | None) -> list[tuple[str, str]]:
+        """(namespace, name) of the ModelArtifacts of a namespace, or of all."""
+        return [k for k in list(self.indexes.get("models", {})) if namespace in (None, k[0])]
 
     async def _profile(self, namespace: str, name: str) -> float | None:
         body = self._one("profiles", (namespace, name))

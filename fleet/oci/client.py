@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urljoin
 
 import aiohttp
 
-from fleet.errors import PermanentError, TemporaryError
+from fleet.errors import FleetError, PermanentError, TemporaryError
 from fleet.hashing import sha256_hex
 from fleet.oci.auth import Credentials, parse_challenge
 
@@ -168,15 +168,18 @@ class Registry:
             await _expect(response, 202, f"upload into {repository}")
             return self._absolute(response.headers["Location"])
 
-    async def upload_offset(self, repository: str, location: str) -> int | None:
-        """How many bytes an upload session holds (its `Range: 0-N`), or None when the
-        registry no longer knows it."""
+    async def resume_upload(self, repository: str, location: str) -> tuple[str, int] | None:
+        """Where an upload session stands: the location to go on at (the registry signs the
+        offset into it) and how many bytes it holds; None when the registry no longer
+        knows the session. `Range: 0-0` may mean 0 bytes or 1: taken as 0."""
         async with await self._send("GET", location, _push(repository)) as response:
             if response.status == 404:
                 return None
             await _expect(response, 204, f"upload status in {repository}")
-            held = response.headers.get("Range", "")
-            return int(held.split("-", 1)[1]) + 1 if "-" in held else 0
+            held = response.headers.get("Range", "0-0")
+            last = int(held.split("-", 1)[1]) if "-" in held else 0
+            fresh = self._absolute(response.headers.get("Location", location))
+            return fresh, last + 1 if last else 0
 
     async def append(
         self,
@@ -186,17 +189,38 @@ class Registry:
         start: int,
         length: int,
     ) -> str:
-        """Send `length` bytes at offset `start` of an upload; the session's next location."""
+        """Send `length` bytes at offset `start` of an upload; the session's next location.
+
+        An error raised while producing the bytes (the source of a copy went away) is
+        the one raised here: aiohttp would only end the body short, and the registry
+        answer that it is short."""
         headers = {
             "Content-Type": "application/octet-stream",
             "Content-Range": f"{start}-{start + length - 1}",
             "Content-Length": str(length),
         }
-        async with await self._send(
-            "PATCH", location, _push(repository), headers=headers, data=data
-        ) as response:
-            await _expect(response, 202, f"upload into {repository}")
-            return self._absolute(response.headers.get("Location", location))
+        failures: list[BaseException] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in data:
+                    yield chunk
+            except Exception as error:
+                failures.append(error)
+                raise
+
+        try:
+            async with await self._send(
+                "PATCH", location, _push(repository), headers=headers, data=body()
+            ) as response:
+                if failures:
+                    raise failures[0]
+                await _expect(response, 202, f"upload into {repository}")
+                return self._absolute(response.headers.get("Location", location))
+        except FleetError:
+            if failures:
+                raise failures[0] from None
+            raise
 
     async def finish_upload(self, repository: str, location: str, digest: str) -> None:
         separator = "&" if "?" in location else "?"
@@ -245,14 +269,18 @@ class Registry:
                 response = await self.session.request(
                     method, url, headers=sent, data=data, ssl=self.tls, allow_redirects=True
                 )
+            except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as error:
+                # Trying again cannot make a certificate trusted.
+                raise RegistryRefused(f"{self.host}: TLS: {error}", status=0) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 raise RegistryUnavailable(f"{self.host}: {method} failed: {error}") from None
-            if (
-                response.status != 401
-                or attempt == 2
-                or (data is not None and not _replayable(data))
-            ):
+            streamed = data is not None and not _replayable(data)
+            if response.status != 401 or streamed:
                 return response
+            if attempt == 2:
+                response.release()
+                given = "were refused" if self.credentials else "are needed and none were given"
+                raise RegistryRefused(f"{self.host}: the credentials {given}", status=401)
             challenge = response.headers.get("WWW-Authenticate", "")
             response.release()
             await self._answer(challenge, scope)
@@ -271,10 +299,9 @@ class Registry:
         if challenge.scheme == "basic":
             if self.credentials is None:
                 raise RegistryRefused(
-                    f"{self.host}: asks for credentials and none were given", status=401
+                    f"{self.host}: the credentials are needed and none were given", status=401
                 )
-            if self._basic:
-                raise RegistryRefused(f"{self.host}: the credentials were refused", status=401)
+            # Set once for all requests; several may be answering their own 401 at once.
             self._basic = True
             return
         if challenge.scheme != "bearer" or "realm" not in challenge.params:

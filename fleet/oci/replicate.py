@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ class Report:
     """What a copy did: the manifest digest, bytes and blobs by fate, and how long it took."""
 
     digest: str = ""
+    expected_bytes: int = 0  # every blob of the artifact, once known
     total_bytes: int = 0
     sent_bytes: int = 0
     skipped_bytes: int = 0
@@ -55,6 +56,7 @@ class Report:
     def to_json(self) -> JSON:
         return {
             "digest": self.digest,
+            "expectedBytes": self.expected_bytes,
             "totalBytes": self.total_bytes,
             "sentBytes": self.sent_bytes,
             "skippedBytes": self.skipped_bytes,
@@ -123,7 +125,8 @@ class Copy:
         else:
             blobs = [document["config"], *(document.get("layers") or [])]
             unique = {b["digest"]: int(b.get("size", 0)) for b in blobs}
-            await asyncio.gather(*(self._blob(d, size, gate) for d, size in unique.items()))
+            self.report.expected_bytes += sum(unique.values())
+            await _all_or_none(self._blob(d, size, gate) for d, size in unique.items())
         if await self.target.manifest_digest(repository, manifest.digest) is None:
             await self.target.put_manifest(repository, manifest.digest, manifest)
 
@@ -158,10 +161,12 @@ class Copy:
             report.total_bytes += size
             return
         location = self.uploads.get(digest)
-        offset = await self.target.upload_offset(repository, location) if location else None
-        if location is None or offset is None:
+        held = await self.target.resume_upload(repository, location) if location else None
+        if held is None:
             location, offset = await self.target.start_upload(repository), 0
-            self.uploads[digest] = location
+        else:
+            location, offset = held
+        self.uploads[digest] = location
         if offset:
             report.resumed_bytes += offset
         hasher = hashlib.sha256()
@@ -190,6 +195,18 @@ class Copy:
             if self.progress is not None:
                 self.progress(len(chunk))
             yield chunk
+
+
+async def _all_or_none(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run them together; the first to fail cancels the others (no copy goes on alone)."""
+    tasks = [asyncio.ensure_future(one) for one in work]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def replicate(

@@ -56,7 +56,7 @@ def test_install_applies_idempotently_with_least_privilege(local_fleet, manageme
             "example.com/fleet:test",
         )
         assert result.returncode == 0, result.stderr
-        assert result.stdout == "fleet installed in namespace fleet-system (12 objects)\n"
+        assert result.stdout == "fleet installed in namespace fleet-system (13 objects)\n"
     deployment = client.AppsV1Api(management).read_namespaced_deployment(
         "fleet-controller", "fleet-system"
     )
@@ -96,8 +96,8 @@ def test_printed_manifests_are_what_install_applies():
     printed = fleet_cli("install", "-o", "json")
     assert printed.returncode == 0
     kinds = [item["kind"] for item in json.loads(printed.stdout)["items"]]
-    assert kinds[:5] == ["CustomResourceDefinition"] * 4 + ["Namespace"]
-    assert set(kinds[5:]) == {
+    assert kinds[:6] == ["CustomResourceDefinition"] * 5 + ["Namespace"]
+    assert set(kinds[6:]) == {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",

@@ -57,5 +57,5 @@ def test_printer_columns_point_at_declared_fields(crd):
 
 def test_install_manifests_hold_every_crd_and_one_controller():
     kinds = [body["kind"] for body in manifests()]
-    assert kinds.count("CustomResourceDefinition") == len(crds()) == 4
+    assert kinds.count("CustomResourceDefinition") == len(crds()) == 5
     assert kinds.count("Deployment") == 1
