@@ -74,6 +74,7 @@ from fleet.controller.rollouts import seconds as moment_of
 from fleet.devenv.kubeapi import APIStatusError, KubeAPI
 from fleet.devenv.toolchain import built_binary
 from fleet.errors import TemporaryError
+from fleet.rollout import FIELDS
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -86,15 +87,6 @@ DEFAULT_ROLLOUTS: tuple[JSON | None, ...] = (
     {"canary": 1, "maxUnavailable": "25%"},
     {"canary": 1, "maxUnavailable": "25%", "byDatacenter": True},
     {"canary": 1, "maxUnavailable": 1, "byDatacenter": True},
-)
-ROLLOUT_FIELDS = (
-    "canary",
-    "maxUnavailable",
-    "byDatacenter",
-    "datacenterOrder",
-    "pauseAfterCanary",
-    "healthTimeoutSeconds",
-    "failurePolicy",
 )
 LEADING_TIMEOUT = 120.0
 PROGRESS_SECONDS = 10.0
@@ -152,7 +144,7 @@ def describe(rollout: JSON | None) -> str:
     if rollout is None:
         return "all at once (no spec.rollout)"
     parts = []
-    for key in ROLLOUT_FIELDS:
+    for key in FIELDS:
         value = rollout.get(key)
         if value is None or value is False:
             continue
@@ -696,7 +688,7 @@ def rollout_setting(text: str) -> JSON | None:
         raise argparse.ArgumentTypeError(f"not JSON: {error}") from error
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("a spec.rollout object, or none")
-    unknown = sorted(set(value) - set(ROLLOUT_FIELDS))
+    unknown = sorted(set(value) - set(FIELDS))
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown field(s) {', '.join(unknown)}")
     if value.get("pauseAfterCanary"):

@@ -13,98 +13,40 @@ import os
 import re
 import ssl
 import stat
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fleet.devenv import processes
-from fleet.devenv.pki import new_ca
-from fleet.devenv.registry import REGISTRY_ENV, registry_command, write_registry_files
-from fleet.devenv.toolchain import built_binary
+from .conftest import fleet_cli
+from .registries import LocalRegistry, running_registries
 
 MiB = 1 << 20
 MODEL_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
-START_SECONDS = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    host: str
-    ca_file: Path
-    data: Path  # the registry's storage root
-
-    def blob_file(self, digest: str) -> Path:
-        hex_digest = digest.removeprefix("sha256:")
-        return self.data / "docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
-
-    def blob_count(self) -> int:
-        return len(list((self.data / "docker/registry/v2/blobs/sha256").glob("*/*/data")))
-
-    def manifest(self, repository: str, tag: str) -> dict:
-        request = urllib.request.Request(
-            f"https://{self.host}/v2/{repository}/manifests/{tag}",
-            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-        )
-        context = ssl.create_default_context(cafile=self.ca_file)
-        # An https URL made right here: no file: or custom scheme can reach urlopen.
-        opened = urllib.request.urlopen(request, context=context, timeout=10)  # noqa: S310
-        with opened as response:
-            return json.loads(response.read())
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    binary = built_binary("registry")
-    assert binary.exists(), f"{binary} is missing: build it with `fleet dev build`"
-    root = tmp_path_factory.mktemp("registry")
-    ca = new_ca("fleet-model-test-ca")
-    (root / "ca.crt").write_bytes(ca.cert_pem)
-    files = write_registry_files("test", root, processes.PortAllocator().take(), ca)
-    command = registry_command(binary, files)
-    started = processes.start("registry", command, root / "registry.log", REGISTRY_ENV)
-    served = Served(files.host, root / "ca.crt", root / "data")
-    try:
-        _wait_until_serving(served, started)
-        yield served
-    finally:
-        processes.stop([started.record])
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    with running_registries(tmp_path_factory.mktemp("registry")) as made:
+        yield made.start("model-cli")
 
 
-def _wait_until_serving(served: Served, started: processes.Process) -> None:
-    context = ssl.create_default_context(cafile=served.ca_file)
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        if (reason := started.exit_reason()) is not None:
-            pytest.fail(f"the registry did not start: {reason}")
-        try:
-            with urllib.request.urlopen(
-                f"https://{served.host}/v2/", context=context, timeout=2
-            ) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"the registry at {served.host} did not answer in {START_SECONDS} s")
-        time.sleep(0.1)
+def blob_count(registry: LocalRegistry) -> int:
+    return len(list((registry.data / "docker/registry/v2/blobs/sha256").glob("*/*/data")))
 
 
-def fleet(*args: str) -> subprocess.CompletedProcess[str]:
-    """The `fleet` CLI as a user runs it, from this interpreter's environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "fleet", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def manifest_of(registry: LocalRegistry, repository: str, tag: str) -> dict:
+    request = urllib.request.Request(
+        f"https://{registry.host}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
     )
+    context = ssl.create_default_context(cafile=str(registry.ca))
+    # An https URL made right here: no file: or custom scheme can reach urlopen.
+    opened = urllib.request.urlopen(request, context=context, timeout=10)  # noqa: S310
+    with opened as response:
+        return json.loads(response.read())
 
 
 def make_model(root: Path) -> Path:
@@ -144,15 +86,15 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_model(tmp_path_factory.mktemp("model"))
 
 
-def tls(served: Served) -> list[str]:
-    return ["--ca-file", str(served.ca_file)]
+def tls(registry: LocalRegistry) -> list[str]:
+    return ["--ca-file", str(registry.ca)]
 
 
 def test_a_model_pushed_and_pulled_back_has_the_same_bytes_and_modes(
-    registry: Served, model: Path, tmp_path: Path
+    registry: LocalRegistry, model: Path, tmp_path: Path
 ) -> None:
     reference = f"{registry.host}/models/tiny:v1"
-    pushed = fleet("model", "push", *tls(registry), str(model), reference)
+    pushed = fleet_cli("model", "push", *tls(registry), str(model), reference)
     assert pushed.returncode == 0, pushed.stderr
     line = re.fullmatch(
         rf"pushed {re.escape(reference)}@(sha256:[0-9a-f]{{64}}) \(10 layers, 68\.2 MB\)\n",
@@ -161,7 +103,7 @@ def test_a_model_pushed_and_pulled_back_has_the_same_bytes_and_modes(
     assert line, pushed.stdout
     assert "hashing" in pushed.stderr and "uploading 10/10 layers" in pushed.stderr
 
-    manifest = registry.manifest("models/tiny", "v1")
+    manifest = manifest_of(registry, "models/tiny", "v1")
     assert manifest["artifactType"] == MODEL_ARTIFACT
     kinds = {
         layer["annotations"]["org.cncf.model.filepath"]: layer["mediaType"].split(".")[-3]
@@ -181,14 +123,14 @@ def test_a_model_pushed_and_pulled_back_has_the_same_bytes_and_modes(
     }
 
     # Verified TLS: a registry whose CA the system does not trust is refused at once.
-    untrusted = fleet("model", "pull", reference, str(tmp_path / "refused"))
+    untrusted = fleet_cli("model", "pull", reference, str(tmp_path / "refused"))
     assert untrusted.returncode == 1
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
 
     docker_config = tmp_path / "config.json"
     docker_config.write_text(json.dumps({"auths": {"other.example.com": {"auth": "eDp5"}}}))
     target = tmp_path / "pulled"
-    pulled = fleet(
+    pulled = fleet_cli(
         "model", "pull", *tls(registry), "--docker-config", str(docker_config), reference,
         str(target), "-o", "json",
     )  # fmt: skip
@@ -201,25 +143,25 @@ def test_a_model_pushed_and_pulled_back_has_the_same_bytes_and_modes(
 
 
 def test_pushing_again_sends_no_layer_and_a_pulled_copy_pushes_to_the_same_digest(
-    registry: Served, model: Path, tmp_path: Path
+    registry: LocalRegistry, model: Path, tmp_path: Path
 ) -> None:
     reference = f"{registry.host}/models/again:v1"
-    first = fleet("model", "push", *tls(registry), str(model), reference, "-o", "json")
+    first = fleet_cli("model", "push", *tls(registry), str(model), reference, "-o", "json")
     assert first.returncode == 0, first.stderr
-    blobs = registry.blob_count()
+    blobs = blob_count(registry)
 
-    again = fleet("model", "push", *tls(registry), str(model), reference, "-o", "json")
+    again = fleet_cli("model", "push", *tls(registry), str(model), reference, "-o", "json")
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
     assert report["digest"] == json.loads(first.stdout)["digest"]
     assert (report["sentBytes"], report["layersSent"], report["layersPresent"]) == (0, 0, 10)
-    assert registry.blob_count() == blobs
+    assert blob_count(registry) == blobs
 
     # The pull restores each file's mtime too, so the copy packs to the very same bytes.
     copy = tmp_path / "tiny"
-    assert fleet("model", "pull", *tls(registry), reference, str(copy)).returncode == 0
+    assert fleet_cli("model", "pull", *tls(registry), reference, str(copy)).returncode == 0
     elsewhere = f"{registry.host}/models/again:copy"
-    repushed = fleet(
+    repushed = fleet_cli(
         "model", "push", *tls(registry), "--name", model.name, str(copy), elsewhere, "-o", "json"
     )
     assert repushed.returncode == 0, repushed.stderr
@@ -227,21 +169,21 @@ def test_pushing_again_sends_no_layer_and_a_pulled_copy_pushes_to_the_same_diges
     assert json.loads(repushed.stdout)["sentBytes"] == 0
 
     # Pulling into the copy again fetches nothing.
-    repulled = fleet("model", "pull", *tls(registry), reference, str(copy), "-o", "json")
+    repulled = fleet_cli("model", "pull", *tls(registry), reference, str(copy), "-o", "json")
     assert json.loads(repulled.stdout)["receivedBytes"] == 0
 
 
 def test_a_blob_corrupted_on_the_registry_fails_the_pull_by_digest_and_leaves_no_partial_file(
-    registry: Served, tmp_path: Path
+    registry: LocalRegistry, tmp_path: Path
 ) -> None:
     # A model of its own: the registry shares blobs between repositories.
     model = make_model(tmp_path / "model")
     reference = f"{registry.host}/models/corrupt:v1"
-    pushed = fleet("model", "push", *tls(registry), str(model), reference, "-o", "json")
+    pushed = fleet_cli("model", "push", *tls(registry), str(model), reference, "-o", "json")
     assert pushed.returncode == 0, pushed.stderr
     weights = next(
         layer
-        for layer in registry.manifest("models/corrupt", "v1")["layers"]
+        for layer in manifest_of(registry, "models/corrupt", "v1")["layers"]
         if layer["annotations"]["org.cncf.model.filepath"] == "model.safetensors"
     )
     blob = registry.blob_file(weights["digest"])
@@ -250,7 +192,7 @@ def test_a_blob_corrupted_on_the_registry_fails_the_pull_by_digest_and_leaves_no
         handle.write(b"\0" * 4096)
 
     target = tmp_path / "pulled"
-    pulled = fleet("model", "pull", *tls(registry), reference, str(target))
+    pulled = fleet_cli("model", "pull", *tls(registry), reference, str(target))
     assert pulled.returncode == 1
     assert pulled.stdout == ""
     assert f"model.safetensors: layer {weights['digest']} holds bytes that hash to" in (

@@ -13,8 +13,10 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import random
 import ssl
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +26,11 @@ import pytest
 from kubernetes import client
 
 from fleet.api import GROUP, LABEL_DATACENTER, VERSION
+from fleet.devenv.state import DatacenterInfo
+from fleet.devenv.toolchain import built_binary
 from fleet.oci.client import OCI_MANIFEST, Manifest, Registry, RegistryRefused
 
-from .conftest import Tenant, fleet_cli, wait_until
+from .conftest import Tenant, fleet_cli, push_chart, wait_until
 from .registries import Registries, running_registries
 
 MiB = 1 << 20
@@ -207,49 +211,85 @@ def datacenters(tenant: Tenant):
         tenant.custom.delete_cluster_custom_object(GROUP, VERSION, "datacenters", name)
 
 
+def model_directory(root: Path, seeds: list[int], size: int) -> Path:
+    """A model as it comes from a hub: weights in shards, a config, a tokenizer, a README."""
+    root.mkdir(parents=True)
+    for index, seed in enumerate(seeds):
+        rnd = random.Random(seed)  # noqa: S311 (repeatable test bytes, not a secret)
+        name = f"model-{index + 1:05d}-of-{len(seeds):05d}.safetensors"
+        with (root / name).open("wb") as out:
+            for _ in range(size // CHUNK):
+                out.write(rnd.randbytes(CHUNK))
+    (root / "config.json").write_text(json.dumps({"architectures": ["Synthetic"]}))
+    (root / "tokenizer.json").write_text(json.dumps({"version": "1.0"}))
+    (root / "README.md").write_text("# a synthetic model for the e2e suite\n")
+    return root
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    found = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        hasher = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                hasher.update(chunk)
+        found[str(path.relative_to(root))] = hasher.hexdigest()
+    return found
+
+
+def model_cli(*args: str) -> dict:
+    done = fleet_cli("model", *args, "-o", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_a_model_reaches_each_datacenter_once_and_again_costs_nothing(
-    tenant: Tenant, hub, local_fleet
+    tenant: Tenant, hub, local_fleet, tmp_path
 ):
     ca_secret(tenant, "hub-ca", hub.ca)
     size = 128 * MiB
-    digest, _ = push(hub, "models/big", "v1", list(range(8)), size)  # 1 GiB
+    source = model_directory(tmp_path / "big", list(range(8)), size)  # 1 GiB in 8 shards
+    pushed = model_cli("push", str(source), f"{hub.host}/models/big:v1", "--ca-file", str(hub.ca))
+    digest = pushed["digest"]
     model(tenant, "big", f"{hub.host}/models/big:v1")
     found = replicated(tenant, "big", timeout=300)
     assert found["digest"] == digest and found["replicated"] == "2/2"
     assert found["sizeBytes"] >= 8 * size
+    assert sorted(e["name"] for e in found["datacenters"]) == ["dc-1", "dc-2"]
     for entry in found["datacenters"]:
         assert entry["bytesSent"] == found["sizeBytes"], entry
         info = next(d for d in local_fleet.datacenters if d.name == entry["name"])
         assert manifest_digest(info.registry, info.registry_ca, "models/big", digest) == digest
         assert manifest_digest(info.registry, info.registry_ca, "models/big", "v1") == digest
-    assert sorted(e["name"] for e in found["datacenters"]) == ["dc-1", "dc-2"]
+    dc1 = next(d for d in local_fleet.datacenters if d.name == "dc-1")
+    pulled = tmp_path / "pulled"
+    model_cli("pull", f"{dc1.registry}/models/big:v1", str(pulled), "--ca-file", dc1.registry_ca)
+    assert file_digests(pulled) == file_digests(source)
     shown = fleet_cli(
         "models", "-n", tenant.namespace, "--kubeconfig", local_fleet.management_kubeconfig
     )
     assert shown.returncode == 0, shown.stderr
     header, row = shown.stdout.splitlines()
     assert header.split() == ["MODEL", "DIGEST", "SIZE", "DC-1", "DC-2"]
-    assert row.split() == [
-        f"{tenant.namespace}/big",
-        digest[7:19],
-        "1.0",
-        "GiB",
-        "Replicated",
-        "Replicated",
-    ]
+    assert (
+        row.split() == [f"{tenant.namespace}/big", digest[7:19], "1.0", "GiB"] + ["Replicated"] * 2
+    )
 
     model(tenant, "big-again", f"{hub.host}/models/big:v1")
     again = replicated(tenant, "big-again")
+    blobs = 12  # 11 files and the config
     for entry in again["datacenters"]:
-        assert (entry["bytesSent"], entry["blobsSkipped"]) == (0, 9), entry
+        assert (entry["bytesSent"], entry["blobsSkipped"]) == (0, blobs), entry
 
-    changed = [*range(7), 99]  # the last layer differs
-    push(hub, "models/big", "v2", changed, size)
+    with (source / "model-00008-of-00008.safetensors").open("r+b") as shard:
+        shard.write(b"a fine-tuned last shard")
+    model_cli("push", str(source), f"{hub.host}/models/big:v2", "--ca-file", str(hub.ca))
     model(tenant, "big-v2", f"{hub.host}/models/big:v2")
     second = replicated(tenant, "big-v2")
     for entry in second["datacenters"]:
-        assert entry["bytesSent"] == size, entry
-        assert (entry["blobsCopied"], entry["blobsSkipped"]) == (1, 8), entry
+        # the changed shard, and the config whose list of layer digests changed with it
+        assert size <= entry["bytesSent"] < size + 64 * 1024, entry
+        assert (entry["blobsCopied"], entry["blobsSkipped"]) == (2, blobs - 2), entry
     events = client.CoreV1Api(tenant.management).list_namespaced_event(
         tenant.namespace, field_selector="involvedObject.kind=ModelArtifact,reason=Replicated"
     )
@@ -420,3 +460,38 @@ def _refused_push(registry) -> str:
         return "accepted"
 
     return asyncio.run(attempt())
+
+
+def test_a_helm_chart_is_mirrored_like_a_model(tenant: Tenant, hub, local_fleet, tmp_path):
+    ca_secret(tenant, "hub-ca", hub.ca)
+    helm = str(built_binary("helm"))
+    chart = tmp_path / "mirrored"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: mirrored\nversion: 0.3.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mirrored}\ndata: {from: hub}\n"
+    )
+    push_chart(helm, chart, DatacenterInfo("hub", hub.host, str(hub.ca)), tmp_path / "helm")
+    selector = {"matchLabels": {LABEL_DATACENTER: "dc-2"}}
+    model(tenant, "chart", f"{hub.host}/charts/mirrored:0.3.0", selector)
+    found = replicated(tenant, "chart")
+    assert [e["name"] for e in found["datacenters"]] == ["dc-2"]
+    dc2 = next(d for d in local_fleet.datacenters if d.name == "dc-2")
+    rendered = subprocess.run(
+        [
+            helm,
+            "template",
+            "x",
+            f"oci://{dc2.registry}/charts/mirrored",
+            "--version",
+            "0.3.0",
+            "--ca-file",
+            dc2.registry_ca,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path / "helm")},
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert "from: hub" in rendered.stdout
