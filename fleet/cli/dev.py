@@ -115,6 +115,12 @@ def build(terminal: Terminal, only: tuple[str, ...]) -> None:
     help="Apply these manifests (file or folder) to the management cluster, then wait "
     "until every AddonProfile is Ready and print `fleet status` (needs --controller).",
 )
+@click.option(
+    "--pull-through",
+    is_flag=True,
+    help="Also start a hub registry (where models come from), and make every datacenter's "
+    "registry a pull-through cache of it (Datacenter spec.registry.pullThrough).",
+)
 @state_dir_option
 @output_option
 @click.pass_obj
@@ -125,6 +131,7 @@ def up(
     namespace: str,
     with_controller: bool,
     manifests: tuple[Path, ...],
+    pull_through: bool,
     state_dir: Path,
     output: str,
 ) -> None:
@@ -145,7 +152,12 @@ def up(
     terminal.progress(f"starting {clusters} clusters in {datacenters} datacenters from {state_dir}")
     try:
         state = localfleet.up(
-            state_dir, plans, namespace=namespace, toolchain=toolchain, report=terminal.progress
+            state_dir,
+            plans,
+            namespace=namespace,
+            toolchain=toolchain,
+            report=terminal.progress,
+            pull_through=pull_through,
         )
     except KeyboardInterrupt:
         terminal.abort("interrupted; every process started so far was stopped", code=130)
@@ -173,6 +185,8 @@ def up(
         f"\nready in {time.monotonic() - started:.1f}s (start-up {state.startup_seconds:.1f}s)"
     )
     terminal.print(f"management kubeconfig: {state.management_kubeconfig}")
+    if state.hub_registry:
+        terminal.print(f"hub registry (the datacenters' registries proxy it): {state.hub_registry}")
     terminal.print(f"stop it with: fleet dev down --state-dir {state_dir}")
 
 
@@ -462,9 +476,11 @@ def _summary(state: FleetState) -> dict[str, Any]:
                 "registry": d.registry,
                 "registryCA": d.registry_ca,
                 "prometheus": d.prometheus,
+                "pullThrough": d.pull_through,
             }
             for d in state.datacenters
         ],
+        "hubRegistry": state.hub_registry or None,
         "versions": state.versions,
     }
 

@@ -43,6 +43,7 @@ from fleet.devenv.registry import (
     REGISTRY_ENV,
     RegistryFiles,
     registry_command,
+    registry_env,
     write_registry_files,
 )
 from fleet.devenv.roles import SUPERVISOR, identify
@@ -59,6 +60,8 @@ COMPONENT_READY_TIMEOUT = 90.0
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 SYSTEM_NAMESPACE = "fleet-system"
 REGISTRY_CA_SECRET = "fleet-dev-registry-ca"  # noqa: S105 (a Secret name, no credential)
+# With `--pull-through`: the registry models come from, which every datacenter's proxies.
+HUB = "hub"
 
 
 def default_state_dir() -> Path:
@@ -152,7 +155,9 @@ class _Bringup:
     def wait(self, condition: Callable[[], bool], what: str, timeout: float) -> None:
         wait_for(condition, what=what, timeout=timeout, failed=self.startup.failure)
 
-    def run(self, plans: tuple[ClusterPlan, ...], datacenters: list[str]) -> None:
+    def run(
+        self, plans: tuple[ClusterPlan, ...], datacenters: list[str], pull_through: bool = False
+    ) -> None:
         etcd_url = self._start_etcd()
         management = controlplane.write_plane_files(
             "management", self.root / "planes" / "management", self.ports.take()
@@ -163,7 +168,7 @@ class _Bringup:
             )
             for plan in plans
         }
-        registries, prometheuses = self._start_datacenter_services(datacenters)
+        registries, prometheuses = self._start_datacenter_services(datacenters, pull_through)
         for files in (management, *workloads.values()):
             self._start_kube(
                 f"{files.name}-apiserver",
@@ -206,9 +211,12 @@ class _Bringup:
                 registry=files.host,
                 registry_ca=str(self.root / "registry-ca.crt"),
                 prometheus=prometheuses[dc].url,
+                pull_through=bool(files.upstream),
             )
             for dc, files in registries.items()
+            if dc != HUB
         ]
+        self.state.hub_registry = registries[HUB].host if HUB in registries else ""
 
     def _start_etcd(self) -> str:
         client_port, peer_port = self.ports.take(), self.ports.take()
@@ -232,19 +240,34 @@ class _Bringup:
         return url
 
     def _start_datacenter_services(
-        self, datacenters: list[str]
+        self, datacenters: list[str], pull_through: bool
     ) -> tuple[dict[str, RegistryFiles], dict[str, PrometheusFiles]]:
-        """A registry and a Prometheus per datacenter, their certificates from one CA."""
+        """A registry and a Prometheus per datacenter, their certificates from one CA; with
+        `pull_through`, a hub registry too, of which each datacenter's is a pull-through
+        cache (under the key HUB)."""
         ca = new_ca("fleet-dev-registry-ca")
-        (self.root / "registry-ca.crt").write_bytes(ca.cert_pem)
+        ca_file = self.root / "registry-ca.crt"
+        ca_file.write_bytes(ca.cert_pem)
         targets = self.root / TARGETS_FILE
-        registries, prometheuses = {}, {}
+        registries: dict[str, RegistryFiles] = {}
+        prometheuses = {}
+        upstream = ""
+        if pull_through:
+            hub = write_registry_files(HUB, self.root / "registries" / HUB, self.ports.take(), ca)
+            self.startup.start(
+                f"registry-{HUB}",
+                registry_command(self.toolchain.path("registry"), hub),
+                REGISTRY_ENV,
+            )
+            registries[HUB], upstream = hub, hub.url
         for dc in datacenters:
-            files = write_registry_files(dc, self.root / "registries" / dc, self.ports.take(), ca)
+            files = write_registry_files(
+                dc, self.root / "registries" / dc, self.ports.take(), ca, upstream
+            )
             self.startup.start(
                 f"registry-{dc}",
                 registry_command(self.toolchain.path("registry"), files),
-                REGISTRY_ENV,
+                registry_env(files, ca_file),
             )
             registries[dc] = files
             prometheus = write_prometheus_files(
@@ -393,6 +416,8 @@ class _Bringup:
             },
         )
         for name, files in registries.items():
+            if name == HUB:
+                continue
             api.create(
                 "/apis/fleet.mlops.dev/v1alpha1/datacenters",
                 {
@@ -407,6 +432,7 @@ class _Bringup:
                                 "name": REGISTRY_CA_SECRET,
                                 "namespace": SYSTEM_NAMESPACE,
                             },
+                            "pullThrough": bool(files.upstream),
                         },
                         "prometheus": {
                             "url": prometheuses[name].url,
@@ -449,6 +475,7 @@ def up(
     toolchain: Toolchain,
     namespace: str = DEFAULT_NAMESPACE,
     report: Report = lambda _: None,
+    pull_through: bool = False,
 ) -> FleetState:
     """Start a local fleet in `state_dir` and return its state once everything is ready.
 
@@ -467,7 +494,7 @@ def up(
     names = sorted({plan.datacenter for plan in plans})
     try:
         with _interrupt_aborts(bringup.startup):
-            bringup.run(plans, names)
+            bringup.run(plans, names, pull_through)
         state.ready = True
         state.startup_seconds = round(time.monotonic() - bringup.began, 1)
         # Saved first: a supervisor that finds no ready fleet exits at once.

@@ -21,6 +21,8 @@ class RegistryFiles:
     datacenter: str
     root: Path
     port: int
+    # https URL of the registry this one is a pull-through cache of ("": none)
+    upstream: str = ""
 
     @property
     def host(self) -> str:
@@ -36,7 +38,7 @@ class RegistryFiles:
 
 
 def registry_config(files: RegistryFiles) -> dict[str, Any]:
-    return {
+    config = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
         "storage": {
@@ -45,18 +47,25 @@ def registry_config(files: RegistryFiles) -> dict[str, Any]:
         },
         "http": {
             "addr": files.host,
+            # Upload sessions are signed with it: a fixed secret lets an interrupted
+            # upload be resumed after the registry restarts (a random one would not).
+            "secret": f"fleet-dev-{files.datacenter}-{files.port}",
             "tls": {
                 "certificate": str(files.root / "tls.crt"),
                 "key": str(files.root / "tls.key"),
             },
         },
     }
+    if files.upstream:
+        config["proxy"] = {"remoteurl": files.upstream}
+    return config
 
 
 def write_registry_files(
-    datacenter: str, root: Path, port: int, ca: CertificateAuthority
+    datacenter: str, root: Path, port: int, ca: CertificateAuthority, upstream: str = ""
 ) -> RegistryFiles:
-    files = RegistryFiles(datacenter=datacenter, root=root, port=port)
+    """A registry's certificate and config; with `upstream`, a pull-through cache of it."""
+    files = RegistryFiles(datacenter=datacenter, root=root, port=port, upstream=upstream)
     ca.issue(f"registry.{datacenter}", hosts=("127.0.0.1", "localhost"), server=True).write(
         root, "tls"
     )
@@ -71,3 +80,8 @@ def registry_command(binary: Path, files: RegistryFiles) -> list[str]:
 
 # Distribution v3 exports OpenTelemetry traces to localhost:4318 unless told not to.
 REGISTRY_ENV = {"OTEL_TRACES_EXPORTER": "none"}
+
+
+def registry_env(files: RegistryFiles, ca_file: Path) -> dict[str, str]:
+    """A pull-through cache verifies its upstream with the local CA (Go reads SSL_CERT_FILE)."""
+    return {**REGISTRY_ENV, "SSL_CERT_FILE": str(ca_file)} if files.upstream else REGISTRY_ENV

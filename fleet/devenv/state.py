@@ -43,6 +43,8 @@ class DatacenterInfo:
     registry_ca: str
     # https URL of the datacenter's Prometheus (its CA is registry_ca's).
     prometheus: str = ""
+    # The registry is a pull-through cache of the fleet's hub registry (`--pull-through`).
+    pull_through: bool = False
 
 
 @dataclass(slots=True)
@@ -60,6 +62,8 @@ class FleetState:
     controller_metrics: str = ""
     # Workload clusters stopped with `fleet dev stop`: the supervisor leaves them alone.
     stopped_clusters: list[str] = field(default_factory=list)
+    # host:port of the model hub registry the datacenter registries proxy ("": none)
+    hub_registry: str = ""
 
     @property
     def path(self) -> Path:
@@ -108,6 +112,7 @@ def load_state(state_dir: Path) -> FleetState | None:
         startup_seconds=data["startup_seconds"],
         controller_metrics=data.get("controller_metrics", ""),
         stopped_clusters=data.get("stopped_clusters", []),
+        hub_registry=data.get("hub_registry", ""),
     )
 
 
