@@ -259,6 +259,8 @@ class _Bringup:
                 registry_command(self.toolchain.path("registry"), hub),
                 REGISTRY_ENV,
             )
+            # A pull-through cache asks its upstream at start, and exits when it cannot.
+            self._wait_answering([(f"the {HUB} registry", f"{hub.url}/v2/")])
             registries[HUB], upstream = hub, hub.url
         for dc in datacenters:
             files = write_registry_files(
@@ -284,10 +286,18 @@ class _Bringup:
         self, registries: dict[str, RegistryFiles], prometheuses: dict[str, PrometheusFiles]
     ) -> None:
         """Until every registry answers /v2/ and every Prometheus /-/ready, over TLS."""
-        context = ssl.create_default_context(cafile=str(self.root / "registry-ca.crt"))
-        http = urllib3.PoolManager(ssl_context=context, retries=False, timeout=2.0)
         services = [(f"the {dc} registry", f"{f.url}/v2/") for dc, f in registries.items()]
         services += [(f"the {dc} Prometheus", f"{f.url}/-/ready") for dc, f in prometheuses.items()]
+        self._wait_answering(services)
+        self.report(
+            f"{len(registries)} registries and {len(prometheuses)} Prometheus servers ready "
+            f"({_elapsed(self.began)})"
+        )
+
+    def _wait_answering(self, services: list[tuple[str, str]]) -> None:
+        """Until each (what, https URL) answers 200, verified with the local CA."""
+        context = ssl.create_default_context(cafile=str(self.root / "registry-ca.crt"))
+        http = urllib3.PoolManager(ssl_context=context, retries=False, timeout=2.0)
         for what, url in services:
 
             def answers(url: str = url) -> bool:
@@ -297,10 +307,6 @@ class _Bringup:
                     return False
 
             self.wait(answers, f"{what} at {url}", COMPONENT_READY_TIMEOUT)
-        self.report(
-            f"{len(registries)} registries and {len(prometheuses)} Prometheus servers ready "
-            f"({_elapsed(self.began)})"
-        )
 
     def _management_plane(self, files: PlaneFiles) -> None:
         api = admin_api(files)
