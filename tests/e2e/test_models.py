@@ -495,3 +495,29 @@ def test_a_helm_chart_is_mirrored_like_a_model(tenant: Tenant, hub, local_fleet,
     )
     assert rendered.returncode == 0, rendered.stderr
     assert "from: hub" in rendered.stdout
+
+
+def test_a_moving_tag_is_replicated_again_at_its_new_digest(
+    tenant: Tenant, hub, registries, datacenters, controller
+):
+    ca_secret(tenant, "hub-ca", hub.ca)
+    edge = registries.start(f"edge{uuid.uuid4().hex[:4]}")
+    dc = datacenters(edge)
+    tenant.label_cluster("gpu-01", {LABEL_DATACENTER: dc})
+    first, _ = push(hub, "models/moving", "latest", [61], 2 * MiB)
+    selector = {"matchLabels": {LABEL_DATACENTER: dc}}
+    model(tenant, "moving", f"{hub.host}/models/moving:latest", selector, resolveIntervalSeconds=10)
+    assert replicated(tenant, "moving")["digest"] == first
+    second, _ = push(hub, "models/moving", "latest", [62], 2 * MiB)
+
+    def moved():
+        found = status_of(tenant, "moving")
+        entries = found.get("datacenters") or []
+        done = entries and all(e["phase"] == "Replicated" for e in entries)
+        return found if found.get("digest") == second and done else None
+
+    wait_until(moved, 60, "the new digest replicated", lambda: status_of(tenant, "moving"))
+    assert manifest_digest(edge.host, str(edge.ca), "models/moving", "latest") == second
+    assert f'fleet_model_copies_total{{datacenter="{dc}",result="replicated"}} 2.0' in (
+        controller.metrics()
+    )
