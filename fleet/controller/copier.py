@@ -130,6 +130,15 @@ class Copier:
         manifest = await registry.manifest(reference.repository, reference.version)
         return manifest.digest, await _size(registry, reference.repository, manifest.document)
 
+    def holds(self, access: Access, reference: Reference) -> bool:
+        """Whether the registry has the manifest at `reference`'s digest (one HEAD)."""
+        return self._call(self._holds(access, reference), RESOLVE_TIMEOUT)
+
+    async def _holds(self, access: Access, reference: Reference) -> bool:
+        registry = await self._registry(access)
+        found = await registry.manifest_digest(reference.repository, reference.version)
+        return found is not None
+
     def ensure(self, key: JobKey, job: Job) -> CopyState:
         """The copy's state, starting it (or a retry once its backoff is over) as needed;
         a copy of another digest is cancelled and replaced."""
@@ -154,6 +163,13 @@ class Copier:
                 report=running.report.to_json(),
                 error=running.error,
             )
+
+    def drop(self, key: JobKey) -> None:
+        """Forget one copy (done or not), so that the next `ensure` starts it afresh."""
+        with self._lock:
+            running = self._jobs.pop(key, None)
+        if running is not None and running.task is not None:
+            self._loop.call_soon_threadsafe(running.task.cancel)
 
     def forget(self, namespace: str, model: str) -> None:
         with self._lock:

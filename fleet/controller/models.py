@@ -71,6 +71,8 @@ class Models:
     _resolved: dict[str, tuple[str, int, float]] = field(default_factory=dict)
     # (namespace, cluster) -> the pull Secret version last put there
     _pull_secrets: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (namespace, model, datacenter) -> when its replica was last looked at (monotonic)
+    _checked: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
     def reconcile(self, inputs: ModelInputs) -> float | None:
         body = inputs.body
@@ -92,14 +94,19 @@ class Models:
         moment = stamp(now())
         entries, running = [], False
         for target in selection.targets:
+            key = (spec.namespace, spec.name, target.datacenter)
             prior = before.get(target.datacenter)
             state = None
-            settled = prior is not None and prior.get("digest") == digest
-            if not (settled and prior is not None and prior.get("phase") == REPLICATED):
-                state = self.copier.ensure(
-                    (spec.namespace, spec.name, target.datacenter),
-                    self._job(spec, source, target, digest),
-                )
+            held = prior is not None and (prior.get("digest"), prior.get("phase")) == (
+                digest,
+                REPLICATED,
+            )
+            if held and not self._still_held(spec, target, digest):
+                log.warning("%s/%s: %s no longer holds %s", *key[:2], target.datacenter, digest)
+                self.copier.drop(key)
+                held, prior = False, None
+            if not held:
+                state = self.copier.ensure(key, self._job(spec, source, target, digest))
                 running = running or state.running
             entries.append(entry(target, digest, state, prior, moment))
         replicated, condition = summary(entries, selection.problems)
@@ -125,6 +132,8 @@ class Models:
 
     def forget(self, namespace: str, name: str) -> None:
         self.copier.forget(namespace, name)
+        for key in [k for k in self._checked if k[:2] == (namespace, name)]:
+            del self._checked[key]
 
     # Inputs
 
@@ -172,6 +181,21 @@ class Models:
         digest, size = self.copier.resolve(source, spec.source)
         self._resolved[key] = (digest, size, time.monotonic())
         return digest, size
+
+    def _still_held(self, spec: ModelSpec, target: Target, digest: str) -> bool:
+        """Whether a datacenter said Replicated still holds the digest: looked at (one HEAD)
+        once per resolve interval. A pull-through cache is not looked at (its upstream
+        answers for it); an unreachable registry says nothing new until the next look."""
+        key = (spec.namespace, spec.name, target.datacenter)
+        if target.pull_through or time.monotonic() - self._checked.get(key, 0.0) < float(
+            spec.resolve_seconds
+        ):
+            return True
+        self._checked[key] = time.monotonic()
+        try:
+            return self.copier.holds(self._target_access(target), target.reference(digest))
+        except FleetError:
+            return True
 
     def _job(self, spec: ModelSpec, source: Access, target: Target, digest: str) -> Job:
         return Job(

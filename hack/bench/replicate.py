@@ -65,6 +65,7 @@ from typing import Any
 import aiohttp
 import urllib3
 from scale import git_revision, log
+from tables import aligned
 
 from fleet.devenv.toolchain import built_binary
 from fleet.oci.client import CHUNK, Registry
@@ -625,12 +626,8 @@ def print_table(tools: list[Tool], header: str, artifact: int) -> list[JSON]:
     named = by_name(tools)
     oras = named["oras"].median("seconds") if "oras" in named else None
     rows = [list(COLUMNS), *(row(t, oras, artifact) for t in tools)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    for r in rows:
-        cells = [r[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
-        ]
-        print(" | ".join(cells))
+    for line in aligned(rows, " | "):
+        print(line)
     print()
     print("  COLD s: median of the cold copies; MB/s: the artifact's blob bytes / COLD s; CPU s:")
     print("    median user+sys of the tool's process (fleet, raw: this Python process).")

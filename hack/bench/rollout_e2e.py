@@ -62,6 +62,7 @@ from scale import (
     running_fleet,
     wait_for_api,
 )
+from tables import aligned
 
 from fleet.api import (
     API_VERSION,
@@ -625,12 +626,8 @@ def figures(result: Result) -> str:
 def print_table(results: list[Result], header: str) -> None:
     print(header)
     rows = [list(COLUMNS), *(row(r) for r in results)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    for r in rows:
-        cells = [r[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
-        ]
-        print("  ".join(cells))
+    for line in aligned(rows, "  "):
+        print(line)
     print()
     print("  ROLLOUT_S: from the write of version 2 until every cluster was seen Ready on the")
     print("    new revision and, with spec.rollout, status.rollout Complete.")

@@ -17,6 +17,7 @@ import os
 import random
 import ssl
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -521,3 +522,21 @@ def test_a_moving_tag_is_replicated_again_at_its_new_digest(
     assert f'fleet_model_copies_total{{datacenter="{dc}",result="replicated"}} 2.0' in (
         controller.metrics()
     )
+
+    # Someone deletes the replica by hand: the next look (once per resolve interval)
+    # finds it gone and copies it again.
+    request = urllib.request.Request(
+        f"https://{edge.host}/v2/models/moving/manifests/{second}", method="DELETE"
+    )
+    context = ssl.create_default_context(cafile=str(edge.ca))
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:  # noqa: S310
+        assert answer.status == 202
+    assert manifest_digest(edge.host, str(edge.ca), "models/moving", second) is None
+    wait_until(
+        lambda: manifest_digest(edge.host, str(edge.ca), "models/moving", second) == second,
+        60,
+        "the deleted replica copied again",
+        lambda: status_of(tenant, "moving"),
+    )
+    metrics = controller.metrics()
+    assert f'fleet_model_copies_total{{datacenter="{dc}",result="replicated"}} 3.0' in metrics
