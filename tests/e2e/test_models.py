@@ -472,7 +472,8 @@ def test_a_helm_chart_is_mirrored_like_a_model(tenant: Tenant, hub, local_fleet,
     (chart / "templates" / "cm.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mirrored}\ndata: {from: hub}\n"
     )
-    push_chart(helm, chart, DatacenterInfo("hub", hub.host, str(hub.ca)), tmp_path / "helm")
+    hub_info = DatacenterInfo("hub", hub.host, str(hub.ca))
+    push_chart(helm, chart, hub_info, tmp_path / "helm", version="0.3.0")
     selector = {"matchLabels": {LABEL_DATACENTER: "dc-2"}}
     model(tenant, "chart", f"{hub.host}/charts/mirrored:0.3.0", selector)
     found = replicated(tenant, "chart")
@@ -519,9 +520,8 @@ def test_a_moving_tag_is_replicated_again_at_its_new_digest(
 
     wait_until(moved, 60, "the new digest replicated", lambda: status_of(tenant, "moving"))
     assert manifest_digest(edge.host, str(edge.ca), "models/moving", "latest") == second
-    assert f'fleet_model_copies_total{{datacenter="{dc}",result="replicated"}} 2.0' in (
-        controller.metrics()
-    )
+    copies = f'fleet_model_copies_total{{datacenter="{dc}",result="replicated"}}'
+    wait_until(lambda: f"{copies} 2.0" in controller.metrics(), 10, "two copies counted")
 
     # Someone deletes the replica by hand: the next look (once per resolve interval)
     # finds it gone and copies it again.
@@ -538,5 +538,4 @@ def test_a_moving_tag_is_replicated_again_at_its_new_digest(
         "the deleted replica copied again",
         lambda: status_of(tenant, "moving"),
     )
-    metrics = controller.metrics()
-    assert f'fleet_model_copies_total{{datacenter="{dc}",result="replicated"}} 3.0' in metrics
+    wait_until(lambda: f"{copies} 3.0" in controller.metrics(), 30, "the third copy counted")
