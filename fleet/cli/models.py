@@ -28,10 +28,9 @@ def cell(entry: JSON | None) -> str:
         return "-"
     phase = str(entry.get("phase") or "Pending")
     if phase in ("Copying", "Warming"):
-        total = int(entry.get("bytesTotal") or 0)
-        message = str(entry.get("message") or "")
-        shown = message.split(" ", 1)[0] if message.endswith("MiB)") else ""
-        return f"{phase} {shown}".rstrip() if shown or not total else phase
+        # The controller's progress message starts with the percentage: "45% (460 of …)".
+        percent = str(entry.get("message") or "").split(" ", 1)[0]
+        return f"{phase} {percent}" if percent.endswith("%") else phase
     if phase == "Failed":
         reason = str(entry.get("lastError") or "")
         return f"Failed: {reason[:REASON_SHOWN]}" + ("…" if len(reason) > REASON_SHOWN else "")

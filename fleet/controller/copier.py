@@ -91,8 +91,20 @@ class Copier:
         self._thread.start()
 
     def stop(self) -> None:
+        """Cancel the copies (their upload sessions stay on the registries) and close the
+        connections, then stop the loop."""
         if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+
+    async def _close(self) -> None:
+        with self._lock:
+            tasks = [r.task for r in self._jobs.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        self._loop.stop()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
