@@ -24,7 +24,7 @@ from fleet.api.models import Cluster, Datacenter, InvalidSpec
 from fleet.connections.cache import ClusterCache, Kubeconfig
 from fleet.controller.copier import Access, Copier, Job
 from fleet.controller.management import Management
-from fleet.errors import FleetError
+from fleet.errors import FleetError, PermanentError
 from fleet.metrics import Metrics
 from fleet.oci.auth import CredentialsError, credentials_for
 from fleet.replication import (
@@ -47,6 +47,13 @@ PROGRESS_SECONDS = 2.0
 RESOLVE_RETRY_SECONDS = 30.0
 RETRY_SECONDS = 10.0
 DOCKER_CONFIG = ".dockerconfigjson"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+class PullSecretTaken(PermanentError):
+    """A cluster has a pull Secret of that name that fleet did not make."""
+
+
 Event = tuple[str, str, str]
 
 
@@ -295,6 +302,8 @@ class Models:
                     continue
                 try:
                     self._put_pull_secret(spec.namespace, cluster, kubeconfigs.get(cluster), data)
+                except PullSecretTaken as error:
+                    log.warning("%s", error)  # said once per version of the pull Secret
                 except FleetError as error:
                     log.warning("pull Secret for cluster %s/%s: %s", spec.namespace, cluster, error)
                     continue
@@ -309,6 +318,14 @@ class Models:
         client.apply(
             namespaces, {**namespace_body, "metadata": {"name": PULL_NAMESPACE}}, force=False
         )
+        secrets = client.resource("v1", "Secret")
+        found = client.get(secrets, PULL_NAMESPACE, PULL_SECRET)
+        labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+        if found is not None and labels.get(MANAGED_BY) != "fleet":
+            raise PullSecretTaken(
+                f"cluster {namespace}/{cluster}: Secret {PULL_NAMESPACE}/{PULL_SECRET} exists "
+                "and was not made by fleet: left as it is"
+            )
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -316,11 +333,11 @@ class Models:
             "metadata": {
                 "name": PULL_SECRET,
                 "namespace": PULL_NAMESPACE,
-                "labels": {"app.kubernetes.io/managed-by": "fleet", LABEL_CLUSTER: cluster},
+                "labels": {MANAGED_BY: "fleet", LABEL_CLUSTER: cluster},
             },
             "data": {DOCKER_CONFIG: base64.b64encode(data[DOCKER_CONFIG]).decode()},
         }
-        client.apply(client.resource("v1", "Secret"), secret, force=True)
+        client.apply(secrets, secret, force=True)
 
 
 def _condition(reason: str, message: str) -> JSON:

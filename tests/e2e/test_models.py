@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import random
 import ssl
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
@@ -539,3 +541,34 @@ def test_a_moving_tag_is_replicated_again_at_its_new_digest(
         lambda: status_of(tenant, "moving"),
     )
     wait_until(lambda: f"{copies} 3.0" in controller.metrics(), 30, "the third copy counted")
+
+
+def test_a_pull_secret_fleet_did_not_make_is_left_alone(
+    tenant: Tenant, hub, registries, datacenters
+):
+    ca_secret(tenant, "hub-ca", hub.ca)
+    south = registries.start(f"south{uuid.uuid4().hex[:4]}")
+    docker_config_secret(tenant, "south-pull", south.host, "reader-south", "s")
+    dc = datacenters(south, pullSecretRef={"name": "south-pull", "namespace": tenant.namespace})
+    tenant.label_cluster("gpu-03", {LABEL_DATACENTER: dc})
+    core = client.CoreV1Api(tenant.workload("gpu-03"))
+    with contextlib.suppress(client.ApiException):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="fleet-system")))
+    their_config = json.dumps({"auths": {"team.example.com": {"auth": "dGVhbTp4"}}})
+    theirs = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="fleet-registry-pull"),
+        type="kubernetes.io/dockerconfigjson",
+        string_data={".dockerconfigjson": their_config},
+    )
+    core.create_namespaced_secret("fleet-system", theirs)
+    try:
+        push(hub, "models/theirs", "v1", [71], MiB)
+        selector = {"matchLabels": {LABEL_DATACENTER: dc}}
+        model(tenant, "theirs", f"{hub.host}/models/theirs:v1", selector)
+        replicated(tenant, "theirs")
+        time.sleep(3)  # time for a wrong write to land
+        kept = core.read_namespaced_secret("fleet-registry-pull", "fleet-system")
+        assert base64.b64decode(kept.data[".dockerconfigjson"]).decode() == their_config
+        assert "app.kubernetes.io/managed-by" not in (kept.metadata.labels or {})
+    finally:
+        core.delete_namespaced_secret("fleet-registry-pull", "fleet-system")
