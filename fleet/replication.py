@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.api.models import Cluster, Datacenter, InvalidSpec
+from fleet.nodecache import DEFAULT_NODE_SELECTOR, cacheable_name
 from fleet.oci.reference import Reference, ReferenceError, parse_reference
 from fleet.select import InvalidSelector, matches
 
@@ -42,6 +43,8 @@ class ModelSpec:
     insecure: bool = False
     resolve_seconds: int = 300
     parallel: int = 4
+    cache: bool = True  # the node agents of the selected clusters keep it on disk
+    node_selector: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_NODE_SELECTOR))
 
 
 def parse_model(body: JSON) -> ModelSpec:
@@ -55,6 +58,18 @@ def parse_model(body: JSON) -> ModelSpec:
     selector = spec.get("clusterSelector") or {}
     if not isinstance(selector, dict):
         raise InvalidSpec(f"{where}: spec.clusterSelector must be a label selector")
+    cache = spec.get("cache") or {}
+    enabled = bool(cache.get("enabled", True))
+    node_selector = cache.get("nodeSelector")
+    if node_selector is None:
+        node_selector = dict(DEFAULT_NODE_SELECTOR)
+    if not isinstance(node_selector, dict):
+        raise InvalidSpec(f"{where}: spec.cache.nodeSelector must map label names to values")
+    if enabled and not cacheable_name(meta["name"]):
+        raise InvalidSpec(
+            f"{where}: a cached model's name must be a DNS label of at most 63 characters "
+            "(it names a node label); set spec.cache.enabled: false or rename it"
+        )
     return ModelSpec(
         name=meta["name"],
         namespace=meta.get("namespace", ""),
@@ -66,6 +81,8 @@ def parse_model(body: JSON) -> ModelSpec:
         insecure=bool(source.get("insecure", False)),
         resolve_seconds=int(spec.get("resolveIntervalSeconds", 300)),
         parallel=int(spec.get("parallelBlobs", 4)),
+        cache=enabled,
+        node_selector={str(k): str(v) for k, v in node_selector.items()},
     )
 
 

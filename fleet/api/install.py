@@ -30,7 +30,8 @@ RULES: list[JSON] = [
         "resources": ["addondeployments"],
         "verbs": [*READ, "create", "patch", "delete"],
     },
-    {"apiGroups": [GROUP], "resources": ["modelartifacts"], "verbs": READ},
+    # patch: the model-cache finalizer.
+    {"apiGroups": [GROUP], "resources": ["modelartifacts"], "verbs": [*READ, "patch"]},
     {
         "apiGroups": [GROUP],
         "resources": [

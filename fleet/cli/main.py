@@ -95,6 +95,16 @@ COMMANDS = {
         "model",
         "Push a model directory to an OCI registry as a ModelPack artifact, or pull one back.",
     ),
+    "webhook": LazyCommand(
+        "fleet.cli.webhook",
+        "webhook",
+        "Serve fleet's admission webhooks: model mounts, cloud credentials, GPU sharing.",
+    ),
+    "agent": LazyCommand(
+        "fleet.cli.agent",
+        "agent",
+        "Keep this node's model cache equal to the models assigned to its cluster.",
+    ),
 }
 
 

@@ -22,10 +22,12 @@ from typing import Any
 from fleet.api import LABEL_CLUSTER
 from fleet.api.models import Cluster, Datacenter, InvalidSpec
 from fleet.connections.cache import ClusterCache, Kubeconfig
+from fleet.controller.assignments import Assigner
 from fleet.controller.copier import Access, Copier, Job
 from fleet.controller.management import Management
 from fleet.errors import FleetError, PermanentError
 from fleet.metrics import Metrics
+from fleet.nodecache import Assignment, cached_summary, cluster_entry
 from fleet.oci.auth import CredentialsError, credentials_for
 from fleet.replication import (
     FAILED,
@@ -48,6 +50,9 @@ RESOLVE_RETRY_SECONDS = 30.0
 RETRY_SECONDS = 10.0
 DOCKER_CONFIG = ".dockerconfigjson"
 MANAGED_BY = "app.kubernetes.io/managed-by"
+FINALIZER = "fleet.mlops.dev/model-cache"
+CACHE_PROGRESS_SECONDS = 5.0
+CACHE_RECHECK_SECONDS = 60.0
 
 
 class PullSecretTaken(PermanentError):
@@ -74,6 +79,7 @@ class Models:
     copier: Copier
     connections: ClusterCache
     post: Callable[[JSON, str, str, str], None]
+    assigner: Assigner
     # source reference -> (digest, bytes, when resolved: monotonic)
     _resolved: dict[str, tuple[str, int, float]] = field(default_factory=dict)
     # (namespace, cluster) -> the pull Secret version last put there
@@ -97,6 +103,11 @@ class Models:
             self._write(body, {"conditions": [_condition("SourceUnavailable", message)]})
             return RESOLVE_RETRY_SECONDS
         selection = targets(spec, inputs.clusters, inputs.datacenters)
+        if spec.cache and selection.targets and FINALIZER not in meta.get("finalizers", []):
+            # Before a cluster is told of the model: its deletion must take it away again.
+            finalizers = [*meta.get("finalizers", []), FINALIZER]
+            if not self.management.set_finalizers("modelartifacts", meta, finalizers):
+                return 1.0
         before = {e.get("name"): e for e in status.get("datacenters") or []}
         moment = stamp(now())
         entries, running = [], False
@@ -117,28 +128,60 @@ class Models:
                 running = running or state.running
             entries.append(entry(target, digest, state, prior, moment))
         replicated, condition = summary(entries, selection.problems)
-        self._write(
-            body,
-            {
-                "observedGeneration": meta.get("generation"),
-                "digest": digest,
-                "sizeBytes": size,
-                "replicated": replicated,
-                "datacenters": entries,
-                "conditions": [condition],
-            },
-        )
+        self._give_pull_secrets(spec, selection.targets, inputs.kubeconfigs)
+        cached, caching = self._cache(spec, selection.targets, entries, digest, size, inputs)
+        wanted: JSON = {
+            "observedGeneration": meta.get("generation"),
+            "digest": digest,
+            "sizeBytes": size,
+            "replicated": replicated,
+            "datacenters": entries,
+            "conditions": [condition],
+        }
+        if spec.cache or status.get("clusters"):
+            wanted |= {"clusters": cached, "cached": cached_summary(cached)}
+        self._write(body, wanted)
         for kind, reason, message in self._changes(before, entries):
             self.post(body, kind, reason, message)
-        self._give_pull_secrets(spec, selection.targets, inputs.kubeconfigs)
+        for kind, reason, message in _cache_changes(status.get("clusters") or [], cached):
+            self.post(body, kind, reason, message)
         if running:
             return PROGRESS_SECONDS
         if any(e["phase"] == FAILED for e in entries):
             return RETRY_SECONDS  # a failed copy starts again once its backoff is over
-        return None if spec.source.digest else float(spec.resolve_seconds)
+        resolve = None if spec.source.digest else float(spec.resolve_seconds)
+        if caching:
+            return CACHE_PROGRESS_SECONDS
+        if cached:
+            return min(resolve or CACHE_RECHECK_SECONDS, CACHE_RECHECK_SECONDS)
+        return resolve
+
+    def release(self, body: JSON, kubeconfigs: dict[str, Kubeconfig | None]) -> float | None:
+        """A ModelArtifact being deleted: every cluster told of it is told no more, then
+        its finalizer goes. A cluster that cannot be reached holds the deletion up."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if FINALIZER not in meta.get("finalizers", []):
+            return None
+        left = []
+        for found in (body.get("status") or {}).get("clusters") or []:
+            cluster = found["name"]
+            try:
+                self.assigner.unassign(namespace, cluster, kubeconfigs.get(cluster), name)
+            except FleetError as error:
+                log.warning(
+                    "%s/%s: cluster %s keeps the model: %s", namespace, name, cluster, error
+                )
+                left.append(cluster)
+        if left:
+            return RETRY_SECONDS
+        finalizers = [f for f in meta.get("finalizers", []) if f != FINALIZER]
+        self.management.set_finalizers("modelartifacts", meta, finalizers)
+        return None
 
     def forget(self, namespace: str, name: str) -> None:
         self.copier.forget(namespace, name)
+        self.assigner.forget(namespace, name)
         for key in [k for k in self._checked if k[:2] == (namespace, name)]:
             del self._checked[key]
 
@@ -214,6 +257,70 @@ class Models:
             warm=target.pull_through,
             parallel=spec.parallel,
             rate=target.rate,
+        )
+
+    def _cache(
+        self,
+        spec: ModelSpec,
+        chosen: tuple[Target, ...],
+        entries: list[JSON],
+        digest: str,
+        size: int,
+        inputs: ModelInputs,
+    ) -> tuple[list[JSON], bool]:
+        """Tell each selected cluster of the model once its datacenter holds it, take it
+        from clusters no longer selected, and count each cluster's nodes that hold it.
+        Returns the clusters' entries and whether any is still on its way."""
+        phases = {e["name"]: e["phase"] for e in entries}
+        before = {c["name"]: c for c in (inputs.body.get("status") or {}).get("clusters") or []}
+        made: list[JSON] = []
+        waiting = False
+        for target in chosen if spec.cache else ():
+            usable = phases.get(target.datacenter) == REPLICATED or target.pull_through
+            assignment = self._assignment(spec, target, digest, size) if usable else None
+            for cluster in target.clusters:
+                before.pop(cluster, None)
+                kubeconfig = inputs.kubeconfigs.get(cluster)
+                if assignment is None:
+                    made.append(_waiting(cluster, target.datacenter, "waiting for the replica"))
+                    waiting = True
+                    continue
+                try:
+                    self.assigner.assign(spec.namespace, cluster, kubeconfig, spec.name, assignment)
+                    nodes = list(self.assigner.nodes(spec.namespace, cluster, kubeconfig))
+                except FleetError as error:
+                    made.append(_waiting(cluster, target.datacenter, str(error)))
+                    waiting = True
+                    continue
+                found = cluster_entry(
+                    cluster, target.datacenter, spec.name, digest, spec.node_selector, nodes
+                )
+                waiting = waiting or found["nodesReady"] < found["nodesTotal"]
+                made.append(found)
+        for cluster, old in before.items():  # no longer selected
+            try:
+                self.assigner.unassign(
+                    spec.namespace, cluster, inputs.kubeconfigs.get(cluster), spec.name
+                )
+            except FleetError as error:
+                made.append(_waiting(cluster, old.get("datacenter", ""), f"removing: {error}"))
+                waiting = True
+        return sorted(made, key=lambda c: c["name"]), waiting
+
+    def _assignment(self, spec: ModelSpec, target: Target, digest: str, size: int) -> Assignment:
+        ca = ""
+        reference = target.registry.get("caSecretRef") or {}
+        if reference:
+            found = self.management.secret(reference["namespace"], reference["name"])
+            ca = (found[1] if found else {}).get("ca.crt", b"").decode()
+        return Assignment(
+            name=spec.name,
+            reference=str(target.reference(digest)),
+            digest=digest,
+            size_bytes=size,
+            node_selector=spec.node_selector,
+            ca_pem=ca,
+            pull_secret=PULL_SECRET if target.registry.get("pullSecretRef") else "",
         )
 
     # Outputs
@@ -338,6 +445,39 @@ class Models:
             "data": {DOCKER_CONFIG: base64.b64encode(data[DOCKER_CONFIG]).decode()},
         }
         client.apply(secrets, secret, force=True)
+
+
+def _waiting(cluster: str, datacenter: str, message: str) -> JSON:
+    return {
+        "name": cluster,
+        "datacenter": datacenter,
+        "nodesReady": 0,
+        "nodesTotal": 0,
+        "message": message[:300],
+    }
+
+
+def _cache_changes(before: list[JSON], after: list[JSON]) -> list[Event]:
+    """An event when a cluster's nodes all hold the model, and for each node error that
+    is new."""
+    old = {c["name"]: c for c in before}
+    events: list[Event] = []
+    for found in after:
+        prior = old.get(found["name"]) or {}
+        ready, total = found.get("nodesReady", 0), found.get("nodesTotal", 0)
+        if total and ready == total and prior.get("nodesReady") != ready:
+            events.append(("Normal", "Cached", f"cluster {found['name']}: {ready}/{total} nodes"))
+        known = {(e["node"], e["message"]) for e in prior.get("errors") or []}
+        for error in found.get("errors") or []:
+            if (error["node"], error["message"]) not in known:
+                events.append(
+                    (
+                        "Warning",
+                        "NodeCacheFailed",
+                        f"cluster {found['name']} node {error['node']}: {error['message']}",
+                    )
+                )
+    return events
 
 
 def _condition(reason: str, message: str) -> JSON:

@@ -36,6 +36,7 @@ from fleet.connections.client import Fetch, KindNotServed
 from fleet.connections.watches import WatchHub, WatchSpec
 from fleet.controller import deployments as reconciling
 from fleet.controller import profiles as selecting
+from fleet.controller.assignments import Assigner
 from fleet.controller.copier import Copier
 from fleet.controller.deployments import DeploymentMemo, Engine, Inputs
 from fleet.controller.management import Management
@@ -138,7 +139,14 @@ class Runtime:
         self.watches.start()
         copier = Copier(lambda key: self.queue.add(("model", key[0], key[1])))
         copier.start()
-        self._models = Models(self.management, self.metrics, copier, self.connections, self._event)
+        self._models = Models(
+            self.management,
+            self.metrics,
+            copier,
+            self.connections,
+            self._event,
+            Assigner(self.connections),
+        )
         self._tasks += [loop.create_task(self._every(WATCH_SYNC_SECONDS, self._sync_watches))]
 
     def stop(self) -> None:
@@ -241,10 +249,14 @@ class Runtime:
         if self._models is None:
             raise RuntimeError("the controller runtime has not started")
         body = self._one("models", (namespace, name))
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None:
             self._models.forget(namespace, name)
             return None
         clusters: list[Cluster] = self._values("clusters_by_namespace", namespace)
+        kubeconfigs = {c.name: self._one("kubeconfigs", (namespace, c.name)) for c in clusters}
+        if body["metadata"].get("deletionTimestamp"):
+            self._models.forget(namespace, name)
+            return await self._io_delay(self._models.release, body, kubeconfigs)
         datacenters = {
             c.datacenter: parse_datacenter(found)
             if (found := self._one("datacenters", c.datacenter))
@@ -252,7 +264,6 @@ class Runtime:
             for c in clusters
             if c.datacenter
         }
-        kubeconfigs = {c.name: self._one("kubeconfigs", (namespace, c.name)) for c in clusters}
         inputs = ModelInputs(body, clusters, datacenters, kubeconfigs)
         return await self._io_delay(self._models.reconcile, inputs)
 

@@ -32,6 +32,7 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 TOKEN_MARGIN_SECONDS = 30.0
+ERROR_BODY_LIMIT = 64 * 1024
 
 
 class RegistryUnavailable(TemporaryError):
@@ -349,7 +350,10 @@ def _replayable(data: Any) -> bool:
 async def _expect(response: aiohttp.ClientResponse, status: int, what: str) -> None:
     if response.status == status or (status == 200 and response.status == 206):
         return
-    text = await response.text() if response.status != 204 else ""
+    # An error document is small; a 2xx that was not the one asked for (a whole blob
+    # where a range was asked) may be gigabytes of binary: neither is read whole.
+    body = b"" if response.status < 300 else await response.content.read(ERROR_BODY_LIMIT)
+    text = body.decode("utf-8", errors="replace")
     code, message = "", text[:200]
     try:
         errors = json.loads(text).get("errors") or []
