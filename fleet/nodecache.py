@@ -33,9 +33,9 @@ STATUS_ANNOTATION = "model.fleet.mlops.dev/status"
 DEFAULT_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 NODE_READY, NODE_PULLING, NODE_FAILED, NODE_NO_SPACE = "Ready", "Pulling", "Failed", "NoSpace"
 ERRORS_KEPT = 5
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 # OCI image-spec descriptor digest: algorithm ":" encoded.
-_DIGEST = re.compile(r"^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_DIGEST = re.compile(r"^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+\Z")
 
 
 def field_manager(namespace: str, model: str) -> str:
@@ -165,11 +165,12 @@ def cluster_entry(
         if not selected:
             continue
         total += 1
-        reported = (
-            node_status((meta.get("annotations") or {}).get(STATUS_ANNOTATION)).get("models") or {}
-        ).get(model) or {}
-        at_digest = reported.get("digest") == digest
-        if at_digest and reported.get("phase") == NODE_READY and labels.get(ready_label(model)):
+        status = node_status((meta.get("annotations") or {}).get(STATUS_ANNOTATION))
+        models = status.get("models")
+        reported = models.get(model) if isinstance(models, dict) else None
+        if not isinstance(reported, dict) or reported.get("digest") != digest:
+            continue  # nothing said yet of this digest
+        if reported.get("phase") == NODE_READY and labels.get(ready_label(model)) == READY:
             ready += 1
         elif reported.get("phase") in (NODE_FAILED, NODE_NO_SPACE):
             errors.append(

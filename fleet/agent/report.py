@@ -75,6 +75,8 @@ def _same(before: str | None, status: JSON) -> bool:
         old = json.loads(before)
     except ValueError:
         return False
+    if not isinstance(old, dict):
+        return False
     strip = ("updated",)
     return {k: v for k, v in old.items() if k not in strip} == {
         k: v for k, v in status.items() if k not in strip
@@ -83,4 +85,5 @@ def _same(before: str | None, status: JSON) -> bool:
 
 def backoff(failures: int) -> float:
     """Seconds before a model that failed `failures` times in a row is tried again."""
-    return float(min(LAST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** max(0, failures - 1)))
+    exponent = min(max(0, failures - 1), 16)  # capped: 2**16 * 10 s is past the last anyway
+    return float(min(LAST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**exponent))

@@ -75,7 +75,7 @@ def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
     "--host",
     "hosts",
     multiple=True,
-    default=("fleet-webhook.fleet-system.svc",),
+    default=("fleet-webhook.fleet-webhook.svc",),
     show_default=True,
     help="Names (DNS or IP) the made certificate is for (repeatable).",
 )

@@ -27,7 +27,7 @@ from fleet.nodecache import ready_label as ready_label
 
 JSON = dict[str, Any]
 _SUBDOMAIN_PART = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_SUBDOMAIN = re.compile(rf"^{_SUBDOMAIN_PART}(\.{_SUBDOMAIN_PART})*$")
+_SUBDOMAIN = re.compile(rf"^{_SUBDOMAIN_PART}(\.{_SUBDOMAIN_PART})*\Z")
 
 
 class Rejected(PermanentError):

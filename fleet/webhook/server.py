@@ -75,7 +75,10 @@ class Catalogue:
             data = found.data or {}
         except ApiException as error:
             if error.status != 404:
+                # Kept as it was read last; looked at again after the miss interval, so
+                # that a failing API server does not cost every admission a read.
                 log.warning("reading the model catalogue: %s %s", error.status, error.reason)
+                self.read_at = time.monotonic()
                 return
             data = {}
         self.models, problems = parse_assignments(data)

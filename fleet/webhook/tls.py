@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,11 @@ def write(directory: Path, serving: Serving) -> None:
         (CA, serving.ca_pem, 0o644),
     ):
         temporary = directory / f".{name}.tmp"
-        temporary.write_bytes(data)
-        temporary.chmod(mode)
+        temporary.unlink(missing_ok=True)
+        # Made with its mode: a key is never readable by others, not even for a moment.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
         temporary.replace(directory / name)
 
 

@@ -67,8 +67,9 @@ def random_model(root: Path) -> Path:
 def token_kubeconfig(
     api_client: client.ApiClient, path: Path, account: str, bound_pod: client.V1Pod | None = None
 ) -> Path:
-    """A kubeconfig that authenticates as fleet-system/`account` (a TokenRequest), bound
-    to `bound_pod` when given, as the kubelet mounts a pod's token."""
+    """A kubeconfig that authenticates as the ServiceAccount `account` of the namespace
+    of the same name (a TokenRequest), bound to `bound_pod` when given, as the kubelet
+    mounts a pod's token."""
     spec = client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
     if bound_pod is not None:
         spec.bound_object_ref = client.V1BoundObjectReference(
@@ -77,7 +78,7 @@ def token_kubeconfig(
     token = (
         client.CoreV1Api(api_client)
         .create_namespaced_service_account_token(
-            account, "fleet-system", client.AuthenticationV1TokenRequest(spec=spec)
+            account, account, client.AuthenticationV1TokenRequest(spec=spec)
         )
         .status.token
     )
@@ -246,7 +247,7 @@ def platform(
             lambda: next(
                 iter(
                     core.list_namespaced_pod(
-                        "fleet-system",
+                        "fleet-model-cache",
                         label_selector="app.kubernetes.io/name=fleet-model-cache",
                         field_selector=f"spec.nodeName={node}",
                     ).items
@@ -273,7 +274,7 @@ def platform(
                 "--cert-dir",
                 str(work / "certs"),
                 "--cert-secret",
-                "fleet-system/fleet-webhook-tls",
+                "fleet-webhook/fleet-webhook-tls",
                 "--host",
                 "127.0.0.1",
                 "--metrics-address",
@@ -609,6 +610,6 @@ def test_the_agent_may_change_only_model_labels_of_its_own_node(platform: Platfo
         platform.node, {"metadata": {"labels": {"model.fleet.mlops.dev/probe": None}}}
     )
     with pytest.raises(client.ApiException) as refused:
-        as_agent.read_namespaced_secret("fleet-webhook-tls", "fleet-system")
+        as_agent.read_namespaced_secret("fleet-webhook-tls", "fleet-webhook")
     assert refused.value.status == 403
     time.sleep(0)
