@@ -167,8 +167,8 @@ def fill_command(
     filler = Agent(core, store, "", settings, metrics)
     held = asyncio.run(fill(filler))
     for name, state in sorted(filler.states.items()):
-        message = f": {state['message']}" if state.get("message") else ""
-        terminal.progress(f"{name} {state['digest']}: {state['phase']}{message}")
+        message = state.get("message") or f"{state.get('receivedBytes', 0)} bytes received"
+        terminal.progress(f"{name} {state['digest']}: {state['phase']} ({message})")
     if not held:
         raise click.exceptions.Exit(1)
     os.sync()

@@ -104,6 +104,12 @@ def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
     help="Where models are mounted in containers (<root>/<model>).",
 )
 @click.option(
+    "--claim",
+    default="",
+    help="Shared-volume mode: mount models as subPaths of this ReadWriteMany claim of the "
+    "pod's namespace (filled by `fleet agent fill`) instead of the node cache.",
+)
+@click.option(
     "--image-volumes",
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
@@ -134,6 +140,7 @@ def webhook(
     validating_configuration: str,
     cache_root: str,
     mount_root: str,
+    claim: str,
     image_volumes: str,
     sharing_policy: Path | None,
     metrics_address: str,
@@ -171,6 +178,7 @@ def webhook(
             mount_root=mount_root,
             image_volumes=supported,
             kubernetes_version=version,
+            claim=claim,
         ),
         sharing,
         metrics,

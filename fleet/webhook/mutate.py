@@ -41,6 +41,7 @@ MODEL_PATH = "MODEL_PATH"
 IMAGE_VOLUMES_FROM = "1.35"
 NAME_LIMIT = 63
 VOLUME_PREFIX = "model-"
+CLAIM_VOLUME = "fleet-models"
 PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
@@ -52,6 +53,9 @@ class ModelPolicy:
     image_volumes: bool = False  # the cluster serves KEP-4639 image volumes
     kubernetes_version: str = ""  # for the message that refuses `source: image`
     preferred_weight: int = 100
+    # Shared-volume mode: every model is a subPath of this ReadWriteMany claim of the
+    # pod's namespace (filled by `fleet agent fill`), and no node is preferred.
+    claim: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.preferred_weight <= 100:
@@ -102,12 +106,14 @@ def mount_models(pod: JSON, catalogue: Mapping[str, Model], policy: ModelPolicy)
         add_volume(spec, volume, purpose)
         path = f"{policy.mount_root}/{model.name}"
         mount = {"name": volume["name"], "mountPath": path, "readOnly": True}
+        if "persistentVolumeClaim" in volume:
+            mount["subPath"] = f"models/{model.name}"
         for container in containers:
             add_mount(container, mount, purpose)
             add_env(container, {"name": env_name(model.name), "value": path})
             if len(models) == 1:
                 add_env(container, {"name": MODEL_PATH, "value": path})
-    if source == "cache":
+    if source == "cache" and not policy.claim:
         _near_models(spec, [model.name for model in models], affinity, policy.preferred_weight)
     _dict(_dict(result, "metadata"), "annotations")[MOUNTED] = ",".join(
         f"{model.name}@{model.digest}" for model in models
@@ -159,6 +165,11 @@ def _volume(model: Model, source: str, policy: ModelPolicy) -> JSON:
         return {
             "name": volume_name(model.name),
             "image": {"reference": model.reference, "pullPolicy": "IfNotPresent"},
+        }
+    if policy.claim:
+        return {
+            "name": CLAIM_VOLUME,
+            "persistentVolumeClaim": {"claimName": policy.claim, "readOnly": True},
         }
     return {
         "name": volume_name(model.name),

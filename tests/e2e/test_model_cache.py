@@ -406,6 +406,23 @@ def test_a_pod_asking_for_a_model_gets_its_mount_path_and_affinity(
     )
 
 
+def test_on_kubernetes_1_35_a_pod_can_take_the_model_as_an_image_volume(
+    platform: Platform, namespace_on, local_fleet: FleetState
+):
+    namespace = namespace_on(platform.workload)
+    model = platform.model
+    created = platform.core.create_namespaced_pod(
+        namespace,
+        _pod(
+            "image", {"models.fleet.mlops.dev/use": model, "models.fleet.mlops.dev/source": "image"}
+        ),
+    )
+    volume = next(v for v in created.spec.volumes if v.name == f"model-{model}")
+    dc1 = next(d for d in local_fleet.datacenters if d.name == "dc-1")
+    assert volume.image.reference == f"{dc1.registry}/models/{model}@{platform.digest}"
+    assert created.spec.affinity is None
+
+
 def test_an_unknown_model_is_refused_with_the_known_ones(platform: Platform, namespace_on):
     namespace = namespace_on(platform.workload)
     with pytest.raises(client.ApiException) as refused:
@@ -509,6 +526,42 @@ def test_the_agent_refuses_a_model_bigger_than_its_cache_and_writes_nothing(
         assert platform.ready_label() is None
     finally:
         _stop(agent)
+
+
+def test_a_shared_volume_is_filled_once_and_a_second_fill_fetches_nothing(platform: Platform):
+    volume = platform.work / "shared-volume"
+    kubeconfig = token_kubeconfig(
+        platform.workload, platform.work / "fill.yaml", "fleet-model-cache"
+    )
+
+    def fill() -> str:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fleet",
+                "agent",
+                "fill",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--cache-dir",
+                str(volume),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    first = fill()
+    line = next(line for line in first.splitlines() if line.startswith(platform.model))
+    assert line.startswith(f"{platform.model} {platform.digest}: Ready (")
+    assert int(line.split("(")[1].split()[0]) >= platform.total_bytes
+    shard = volume / "models" / platform.model / "model-00002-of-00004.safetensors"
+    assert shard.read_bytes() == (platform.work / "model" / shard.name).read_bytes()
+    second = fill()
+    assert f"{platform.model} {platform.digest}: Ready (0 bytes received)" in second
 
 
 def test_the_agent_pulls_resumes_after_a_kill_and_removes_what_is_unassigned(

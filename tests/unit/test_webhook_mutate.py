@@ -550,3 +550,32 @@ def test_required_affinity_holds_every_model_in_every_term(given_pod):
         else:
             mine = before["matchExpressions"]
             assert after["matchExpressions"] == mine + [e for e in wanted if e not in mine]
+
+
+def test_in_shared_volume_mode_every_model_is_a_subpath_of_the_claim_and_no_node_is_preferred():
+    policy = ModelPolicy(claim="models-rwx")
+    made = mount_models(
+        pod({"models.fleet.mlops.dev/use": "llama-3-8b,bge-small"}), CATALOGUE, policy
+    )
+    assert made["spec"]["volumes"] == [
+        {
+            "name": "fleet-models",
+            "persistentVolumeClaim": {"claimName": "models-rwx", "readOnly": True},
+        }
+    ]
+    assert made["spec"]["containers"][0]["volumeMounts"] == [
+        {
+            "name": "fleet-models",
+            "mountPath": "/models/llama-3-8b",
+            "readOnly": True,
+            "subPath": "models/llama-3-8b",
+        },
+        {
+            "name": "fleet-models",
+            "mountPath": "/models/bge-small",
+            "readOnly": True,
+            "subPath": "models/bge-small",
+        },
+    ]
+    assert "affinity" not in made["spec"]
+    assert mount_models(made, CATALOGUE, policy) == made
