@@ -38,7 +38,8 @@ def cell(entry: JSON | None) -> str:
 
 
 def matrix(models: list[JSON]) -> tuple[list[str], list[tuple[str, ...]]]:
-    """The datacenters (columns, by name) and a row per model: name, digest, size, cells."""
+    """The datacenters (columns, by name) and a row per model: name, digest, size, the
+    nodes holding it of those that should ("-" when it is not cached), cells."""
     datacenters = sorted(
         {
             str(e.get("name"))
@@ -57,6 +58,7 @@ def matrix(models: list[JSON]) -> tuple[list[str], list[tuple[str, ...]]]:
                 f"{body['metadata']['namespace']}/{body['metadata']['name']}",
                 digest.removeprefix("sha256:")[:12] or "-",
                 f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size >> 20} MiB",
+                str(status.get("cached") or "-"),
                 *(cell(entries.get(dc)) for dc in datacenters),
             )
         )
@@ -81,7 +83,11 @@ def failed(models: list[JSON]) -> bool:
 def models(
     terminal: Terminal, management: ManagementAccess, namespace: str | None, output: str
 ) -> None:
-    """Every ModelArtifact against every datacenter: Replicated, Copying n %, Failed: why."""
+    """Every ModelArtifact against every datacenter: Replicated, Copying n %, Failed: why.
+
+    NODES is the node cache: nodes holding the model / nodes that should, over every
+    selected cluster (see `kubectl get modelartifact NAME -o yaml`, status.clusters).
+    """
 
     def look(reader: Reader) -> list[JSON]:
         return reader.list(collection(GROUP, VERSION, "modelartifacts", namespace)) or []
@@ -98,7 +104,15 @@ def models(
                         **{
                             k: v
                             for k, v in (m.get("status") or {}).items()
-                            if k in ("digest", "sizeBytes", "replicated", "datacenters")
+                            if k
+                            in (
+                                "digest",
+                                "sizeBytes",
+                                "replicated",
+                                "datacenters",
+                                "cached",
+                                "clusters",
+                            )
                         },
                     }
                     for m in found
@@ -111,7 +125,9 @@ def models(
     else:
         datacenters, rows = matrix(found)
         terminal.print(
-            columns([("MODEL", "DIGEST", "SIZE", *(d.upper() for d in datacenters)), *rows])
+            columns(
+                [("MODEL", "DIGEST", "SIZE", "NODES", *(d.upper() for d in datacenters)), *rows]
+            )
         )
     if failed(found):
         raise click.exceptions.Exit(PROBLEMS)

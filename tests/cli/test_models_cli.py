@@ -34,8 +34,8 @@ def test_the_matrix_has_a_column_per_datacenter_any_model_needs():
     datacenters, rows = matrix(models)
     assert datacenters == ["dc-1", "dc-2"]
     assert rows == [
-        ("ns/a", "abababababab", "3.0 GiB", "Replicated", "Pending"),
-        ("ns/b", "abababababab", "30 MiB", "-", "Replicated"),
+        ("ns/a", "abababababab", "3.0 GiB", "-", "Replicated", "Pending"),
+        ("ns/b", "abababababab", "30 MiB", "-", "-", "Replicated"),
     ]
     assert not failed(models)
     assert failed([artifact("c", {"name": "dc-1", "phase": "Failed", "lastError": "x"})])

@@ -273,9 +273,13 @@ def test_a_model_reaches_each_datacenter_once_and_again_costs_nothing(
     )
     assert shown.returncode == 0, shown.stderr
     header, row = shown.stdout.splitlines()
-    assert header.split() == ["MODEL", "DIGEST", "SIZE", "DC-1", "DC-2"]
+    assert header.split() == ["MODEL", "DIGEST", "SIZE", "NODES", "DC-1", "DC-2"]
+    # No agent runs on the kwok nodes here: none of the GPU nodes holds it yet.
+    nodes = wait_until(lambda: status_of(tenant, "big").get("cached"), 60, "a node count")
+    assert nodes.startswith("0/")
     assert (
-        row.split() == [f"{tenant.namespace}/big", digest[7:19], "1.0", "GiB"] + ["Replicated"] * 2
+        row.split()
+        == [f"{tenant.namespace}/big", digest[7:19], "1.0", "GiB", nodes] + ["Replicated"] * 2
     )
 
     model(tenant, "big-again", f"{hub.host}/models/big:v1")
