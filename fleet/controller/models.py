@@ -158,7 +158,8 @@ class Models:
 
     def release(self, body: JSON, kubeconfigs: dict[str, Kubeconfig | None]) -> float | None:
         """A ModelArtifact being deleted: every cluster told of it is told no more, then
-        its finalizer goes. A cluster that cannot be reached holds the deletion up."""
+        its finalizer goes. A cluster that cannot be reached holds the deletion up; one
+        no longer registered (its Cluster gone) has nobody left to tell."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         if FINALIZER not in meta.get("finalizers", []):
@@ -166,6 +167,8 @@ class Models:
         left = []
         for found in (body.get("status") or {}).get("clusters") or []:
             cluster = found["name"]
+            if cluster not in kubeconfigs:
+                continue
             try:
                 self.assigner.unassign(namespace, cluster, kubeconfigs.get(cluster), name)
             except FleetError as error:

@@ -18,6 +18,7 @@ controller from a ModelArtifact, which assigns it to the cluster.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -339,9 +340,10 @@ def platform(
             yield platform
         finally:
             _stop(webhook)
-            tenant.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, tenant.namespace, "modelartifacts", name
-            )
+            with contextlib.suppress(client.ApiException):
+                tenant.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, tenant.namespace, "modelartifacts", name
+                )
 
 
 def _catalogue(platform: Platform) -> dict:
@@ -667,3 +669,36 @@ def test_the_agent_may_change_only_model_labels_of_its_own_node(platform: Platfo
         as_agent.read_namespaced_secret("fleet-webhook-tls", "fleet-webhook")
     assert refused.value.status == 403
     time.sleep(0)
+
+
+def test_deleting_the_model_takes_it_off_the_cluster_before_it_goes(platform: Platform):
+    custom, namespace = platform.tenant.custom, platform.tenant.namespace
+    mark = {"e2e.fleet.mlops.dev/cache": namespace}
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelartifacts",
+        platform.model,
+        {"spec": {"clusterSelector": {"matchLabels": mark}}},
+    )
+    wait_until(lambda: platform.model in _catalogue(platform), 60, "the model assigned again")
+    body = custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelartifacts", platform.model
+    )
+    assert "fleet.mlops.dev/model-cache" in body["metadata"]["finalizers"]
+    custom.delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelartifacts", platform.model
+    )
+
+    def gone() -> bool:
+        try:
+            custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "modelartifacts", platform.model
+            )
+        except client.ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_until(gone, 60, "the ModelArtifact to go")
+    assert platform.model not in _catalogue(platform)

@@ -45,6 +45,25 @@ def test_a_model_spec_is_checked_and_defaults_its_repository_to_the_sources():
         parse_model(body(source={"reference": "llama:v1"}))
 
 
+def test_a_model_is_cached_on_gpu_nodes_unless_told_otherwise():
+    spec = parse_model(body())
+    assert (spec.cache, spec.node_selector) == (True, {"nvidia.com/gpu.present": "true"})
+    spec = parse_model(body(cache={"enabled": False}))
+    assert not spec.cache
+    spec = parse_model(body(cache={"nodeSelector": {"pool": "a100"}}))
+    assert spec.node_selector == {"pool": "a100"}
+    with pytest.raises(InvalidSpec, match=r"spec\.cache\.nodeSelector must map"):
+        parse_model(body(cache={"nodeSelector": ["pool"]}))
+
+
+def test_a_cached_models_name_must_be_able_to_name_a_node_label():
+    long = {"metadata": {"name": "m" * 64, "namespace": "ns"}, "spec": body()["spec"]}
+    with pytest.raises(InvalidSpec, match="DNS label of at most 63"):
+        parse_model(long)
+    long["spec"]["cache"] = {"enabled": False}
+    assert parse_model(long).name == "m" * 64
+
+
 def test_each_datacenter_of_a_selected_cluster_is_a_target_once_and_problems_are_named():
     clusters = [
         cluster("a", {"gpu": "yes", "fleet.mlops.dev/datacenter": "dc-1"}),
