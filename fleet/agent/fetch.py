@@ -15,20 +15,19 @@ path in `org.opencontainers.image.title` (what `oras push` writes for files).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar
 
 from fleet.agent.store import BlobCorrupt, CacheError, Reservation, Store
 from fleet.hashing import sha256_hex
-from fleet.oci.client import CHUNK, Registry, RegistryRefused, RegistryUnavailable
+from fleet.oci.client import Registry, RegistryRefused, RegistryUnavailable
 from fleet.oci.modelpack import (
     HASH_SLICE,
     MODEL_CONFIGS,
@@ -36,15 +35,18 @@ from fleet.oci.modelpack import (
     TITLE,
     Entry,
     ModelError,
-    _bounded,
-    _hash_slice,
-    _retried,
-    _retrying,
-    _write_hashed,
     check_path,
     unpack_plan,
 )
 from fleet.oci.reference import check_digest
+from fleet.oci.transfer import (
+    bounded,
+    finished,
+    hash_slice,
+    receive,
+    retried,
+    retrying,
+)
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -144,10 +146,11 @@ async def fetch(
         # Pulled before (a rollback, a restart): nothing to ask the registry.
         with store.pinned([manifest_digest]):
             files, total = await asyncio.to_thread(store.tree_size, manifest_digest)
-            await _finished(functools.partial(store.point, name, manifest_digest))
-        return FetchReport(name, manifest_digest, files, total, 0, 0, 0, 0, _since(started))
+            await finished(functools.partial(store.point, name, manifest_digest))
+        # Every file is there (counted as a blob: two files of one blob count twice here).
+        return FetchReport(name, manifest_digest, files, total, 0, 0, 0, files, _since(started))
 
-    manifest = await _retried(lambda: registry.manifest(repository, manifest_digest))
+    manifest = await retried(lambda: registry.manifest(repository, manifest_digest))
     # The tree is named by this digest: checked here as well as by the client.
     if "sha256:" + sha256_hex(manifest.body) != manifest_digest:
         raise CacheError(f"{where}: the manifest served does not hash to its digest")
@@ -162,9 +165,9 @@ async def fetch(
             puller = _Puller(registry, repository, store, name, manifest_digest, room, progress)
             missing = store.missing(entries)
             jobs = [functools.partial(puller.blob, entry) for entry in missing]
-            await _bounded(jobs, max(1, parallel))
+            await bounded(jobs, max(1, parallel))
         # Run to its end even if cancelled: the pins must outlive the thread.
-        await _finished(functools.partial(store.place_tree, name, manifest_digest, entries))
+        await finished(functools.partial(store.place_tree, name, manifest_digest, entries))
     return FetchReport(
         name=name,
         digest=manifest_digest,
@@ -203,7 +206,7 @@ class _Puller:
                 hasher, resumed = await self._resume(entry, handle)
                 try:
                     hasher, resumed = await self._download(entry, handle, hasher, resumed)
-                    await _finished(functools.partial(_sync, handle))
+                    await finished(functools.partial(_sync, handle))
                 except BlobCorrupt:
                     path.unlink(missing_ok=True)
                     raise
@@ -216,7 +219,7 @@ class _Puller:
             if problem:
                 path.unlink(missing_ok=True)
                 raise BlobCorrupt(entry.digest, problem, got=got, path=path)
-            await _finished(functools.partial(self.store.commit_partial, entry.digest))
+            await finished(functools.partial(self.store.commit_partial, entry.digest))
             self.resumed_bytes += resumed
             self.fetched += 1
 
@@ -232,7 +235,7 @@ class _Puller:
         done = 0
         while done < length:
             slice_ = min(HASH_SLICE, length - done)
-            count = await asyncio.to_thread(_hash_slice, handle, hasher, slice_)
+            count = await asyncio.to_thread(hash_slice, handle, hasher, slice_)
             if not count:
                 break
             done += count
@@ -257,7 +260,7 @@ class _Puller:
         return hasher, resumed
 
     async def _receive_all(self, entry: Entry, handle: BinaryIO, hasher: Any) -> None:
-        async for attempt in _retrying():
+        async for attempt in retrying():
             with attempt:
                 if handle.tell() < entry.size:
                     await self._receive(entry, handle, hasher)
@@ -270,54 +273,22 @@ class _Puller:
                     )
 
     async def _receive(self, entry: Entry, handle: BinaryIO, hasher: Any) -> None:
-        """The rest of the blob after what `handle` holds, written and hashed a MiB at a
-        time in a worker thread. Bytes received before the connection dropped or the
-        task was cancelled are written too: the next attempt asks only for the rest."""
-        written = handle.tell()
-        pending: list[bytes] = []
-        held = 0
-        # Closed even when this task is cancelled, so its connection goes back to the pool.
-        blob = cast(
-            AsyncGenerator[bytes, None],
-            self.registry.read_blob(self.repository, entry.digest, written),
+        await receive(
+            self.registry,
+            self.repository,
+            entry.digest,
+            entry.size,
+            handle,
+            hasher,
+            self._count,
+            lambda: BlobCorrupt(entry.digest, f"holds more than its {entry.size} bytes"),
         )
-        try:
-            async with contextlib.aclosing(blob) as chunks:
-                async for chunk in chunks:
-                    if written + held + len(chunk) > entry.size:
-                        raise BlobCorrupt(entry.digest, f"holds more than its {entry.size} bytes")
-                    pending.append(chunk)
-                    held += len(chunk)
-                    self._count(len(chunk))
-                    if held >= CHUNK:
-                        batch, pending, written, held = pending, [], written + held, 0
-                        await _finished(functools.partial(_write_hashed, handle, hasher, batch))
-        except (RegistryUnavailable, asyncio.CancelledError):
-            _write_hashed(handle, hasher, pending)
-            raise
-        await _finished(functools.partial(_write_hashed, handle, hasher, pending))
 
     def _count(self, count: int) -> None:
         self.received_bytes += count
         self.room.take(count)
         if self.progress is not None:
             self.progress(count)
-
-
-async def _finished(call: Callable[[], T]) -> T:
-    """`call()` in a worker thread, run to its end even when this task is cancelled
-    meanwhile (the cancellation is raised after): a file must not be closed under a
-    write, the bytes written must be the bytes hashed, a blob must be moved whole."""
-    work = asyncio.ensure_future(asyncio.to_thread(call))
-    cancelled = False
-    while not work.done():
-        try:
-            await asyncio.shield(work)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return work.result()
 
 
 def _sync(handle: BinaryIO) -> None:

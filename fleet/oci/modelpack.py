@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import functools
 import hashlib
 import json
@@ -27,18 +26,23 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, TypeVar, cast
-
-import aiohttp
-import tenacity
+from typing import Any, BinaryIO, TypeVar
 
 from fleet.errors import FleetError, PermanentError
 from fleet.hashing import canonical, sha256_hex
-from fleet.oci.client import CHUNK, OCI_MANIFEST, Manifest, Registry, RegistryUnavailable
+from fleet.oci.client import CHUNK, OCI_MANIFEST, Manifest, Registry
 from fleet.oci.reference import Reference, check_digest
+from fleet.oci.transfer import (
+    bounded,
+    hash_slice,
+    read_hashed,
+    receive,
+    retried,
+    retrying,
+)
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -64,7 +68,6 @@ LEGACY_FILEPATH = "org.cnai.model.filepath"
 LEGACY_FILE_METADATA = "org.cnai.model.file.metadata+json"
 
 PARALLEL = 4
-ATTEMPTS = 6
 # How much a worker thread hashes per hop off the event loop (a few chunks: a hop costs
 # tens of microseconds, a MiB of sha256 about a millisecond).
 HASH_SLICE = 8 * CHUNK
@@ -587,80 +590,12 @@ class _Tally:
             self.progress(self.done, self.total, line)
 
 
-def _worth_retrying(error: BaseException) -> bool:
-    """The registry is unavailable, but not because its certificate is not trusted or it
-    does not speak TLS: waiting cannot change that (the client says both are unavailable;
-    the aiohttp error it replaced is still its context)."""
-    untrusted = (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError)
-    return isinstance(error, RegistryUnavailable) and not isinstance(error.__context__, untrusted)
-
-
-def _before_sleep(state: tenacity.RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    pause = state.next_action.sleep if state.next_action else 0.0
-    log.warning("%s; trying again in %.1f s", error, pause)
-
-
-def _retrying() -> tenacity.AsyncRetrying:
-    return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception(_worth_retrying),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=15),
-        stop=tenacity.stop_after_attempt(ATTEMPTS),
-        before_sleep=_before_sleep,
-        reraise=True,
-    )
-
-
-async def _retried(call: Callable[[], Awaitable[T]]) -> T:
-    """`call()`, again after a while when the registry is unavailable."""
-    async for attempt in _retrying():
-        with attempt:
-            return await call()
-    raise AssertionError("unreachable")
-
-
-async def _bounded(jobs: Iterable[Callable[[], Awaitable[T]]], parallel: int) -> list[T]:
-    """Run `jobs` `parallel` at a time; the first failure cancels the rest (and waits for
-    them to clean up after themselves) and is raised as it is."""
-    gate = asyncio.Semaphore(parallel)
-
-    async def gated(job: Callable[[], Awaitable[T]]) -> T:
-        async with gate:
-            return await job()
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(gated(job)) for job in jobs]
-    except BaseExceptionGroup as failures:
-        raise failures.exceptions[0] from None
-    return [task.result() for task in tasks]
-
-
-def _read_hashed(handle: BinaryIO, hasher: Any, limit: int) -> bytes:
-    """Up to `limit` bytes of `handle`, added to `hasher` (run in a worker thread)."""
-    data = handle.read(limit)
-    hasher.update(data)
-    return data
-
-
-def _hash_slice(handle: BinaryIO, hasher: Any, limit: int) -> int:
-    """Hash up to `limit` bytes of `handle` a chunk at a time; how many there were."""
-    count = 0
-    while count < limit:
-        data = handle.read(min(CHUNK, limit - count))
-        if not data:
-            break
-        hasher.update(data)
-        count += len(data)
-    return count
-
-
 async def _hash_file(path: Path, tally: _Tally) -> tuple[str, int]:
     """The sha256 digest and size of the file, streamed through a worker thread."""
     hasher = hashlib.sha256()
     size = 0
     with path.open("rb") as handle:
-        while count := await asyncio.to_thread(_hash_slice, handle, hasher, HASH_SLICE):
+        while count := await asyncio.to_thread(hash_slice, handle, hasher, HASH_SLICE):
             size += count
             tally.add(count)
     return "sha256:" + hasher.hexdigest(), size
@@ -679,14 +614,14 @@ class _Pusher:
     async def blob(self, digest: str, source: Path, size: int) -> bool:
         """Upload the file `source` as blob `digest` unless the repository has it; whether
         it was sent."""
-        held = await _retried(lambda: self.registry.blob_size(self.repository, digest))
+        held = await retried(lambda: self.registry.blob_size(self.repository, digest))
         if held is not None:
             self.tally.add(size)
             return False
-        async for attempt in _retrying():
+        async for attempt in retrying():
             with attempt:
-                retried = attempt.retry_state.attempt_number > 1
-                if retried and await self.registry.blob_size(self.repository, digest) is not None:
+                again = attempt.retry_state.attempt_number > 1
+                if again and await self.registry.blob_size(self.repository, digest) is not None:
                     return True  # committed, the answer lost
                 await self._upload(digest, source, size)
         return True
@@ -703,7 +638,7 @@ class _Pusher:
         hasher = hashlib.sha256()
         with source.open("rb") as handle:
             # What the registry already holds, hashed from the file (nothing re-sent).
-            if offset and await asyncio.to_thread(_hash_slice, handle, hasher, offset) != offset:
+            if offset and await asyncio.to_thread(hash_slice, handle, hasher, offset) != offset:
                 raise ModelError(f"{source}: shrank while it was being pushed")
             if offset < size:
                 # aiohttp does not pass on what a streamed body raises (the registry only
@@ -735,7 +670,7 @@ class _Pusher:
     ) -> AsyncIterator[bytes]:
         left = length
         while left > 0:
-            data = await asyncio.to_thread(_read_hashed, handle, hasher, min(CHUNK, left))
+            data = await asyncio.to_thread(read_hashed, handle, hasher, min(CHUNK, left))
             if not data:
                 short.append(ModelError(f"{source}: shrank while it was being pushed"))
                 raise short[0]
@@ -772,7 +707,7 @@ async def push(
         tally.finish()
         return Layer(layer, digest)
 
-    layers = await _bounded([functools.partial(hashed, p) for p in plans], parallel)
+    layers = await bounded([functools.partial(hashed, p) for p in plans], parallel)
     hf_config = await asyncio.to_thread(read_hf_config, directory)
     artifact = package(
         layers, name=name or directory.resolve().name, version=version, hf_config=hf_config
@@ -791,14 +726,14 @@ async def push(
         tally.finish()
         return sent
 
-    sent = await _bounded([functools.partial(uploaded, *u) for u in unique.items()], parallel)
+    sent = await bounded([functools.partial(uploaded, *u) for u in unique.items()], parallel)
     repository = reference.repository
     config_digest = artifact.config_digest
-    if await _retried(lambda: registry.blob_size(repository, config_digest)) is None:
-        await _retried(lambda: registry.push_blob(repository, config_digest, artifact.config))
+    if await retried(lambda: registry.blob_size(repository, config_digest)) is None:
+        await retried(lambda: registry.push_blob(repository, config_digest, artifact.config))
     manifest = Manifest(OCI_MANIFEST, artifact.digest, artifact.manifest)
     version_at = reference.tag or ("" if reference.digest else "latest")
-    await _retried(
+    await retried(
         lambda: registry.put_manifest(repository, version_at or manifest.digest, manifest)
     )
     at = Reference(reference.registry, repository, version_at, artifact.digest)
@@ -860,7 +795,7 @@ class _Puller:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         hasher = hashlib.sha256()
         with os.fdopen(descriptor, "wb") as handle:
-            async for attempt in _retrying():
+            async for attempt in retrying():
                 with attempt:
                     if handle.tell() < entry.size:
                         await self._receive(entry, handle, hasher)
@@ -874,42 +809,22 @@ class _Puller:
             raise LayerCorrupt(entry.path, entry.digest, f"holds bytes that hash to {got}")
 
     async def _receive(self, entry: Entry, handle: BinaryIO, hasher: Any) -> None:
-        """The rest of the blob after what `handle` holds, written and hashed a MiB at a
-        time in a worker thread."""
-        received = handle.tell()
-        pending: list[bytes] = []
-        held = 0
-        # Closed even when this task is cancelled, so its connection goes back to the pool.
-        blob = cast(
-            AsyncGenerator[bytes, None],
-            self.registry.read_blob(self.repository, entry.digest, received),
+        await receive(
+            self.registry,
+            self.repository,
+            entry.digest,
+            entry.size,
+            handle,
+            hasher,
+            self._count,
+            lambda: LayerCorrupt(
+                entry.path, entry.digest, f"holds more than its {entry.size} bytes"
+            ),
         )
-        try:
-            async with contextlib.aclosing(blob) as chunks:
-                async for chunk in chunks:
-                    if received + held + len(chunk) > entry.size:
-                        raise LayerCorrupt(
-                            entry.path, entry.digest, f"holds more than its {entry.size} bytes"
-                        )
-                    pending.append(chunk)
-                    held += len(chunk)
-                    self.received_bytes += len(chunk)
-                    self.tally.add(len(chunk))
-                    if held >= CHUNK:
-                        await asyncio.to_thread(_write_hashed, handle, hasher, pending)
-                        received, pending, held = received + held, [], 0
-        except RegistryUnavailable:
-            # Bytes received before the connection was lost are good: keep them, so that
-            # the retry asks only for the rest.
-            _write_hashed(handle, hasher, pending)
-            raise
-        await asyncio.to_thread(_write_hashed, handle, hasher, pending)
 
-
-def _write_hashed(handle: BinaryIO, hasher: Any, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        hasher.update(chunk)
-        handle.write(chunk)
+    def _count(self, count: int) -> None:
+        self.received_bytes += count
+        self.tally.add(count)
 
 
 def _settle(path: Path, entry: Entry) -> None:
@@ -933,7 +848,7 @@ async def pull(
     digest matches: a failed pull leaves no partial file. Files already there with the
     right digest are not fetched; files the model does not name are left alone."""
     repository = reference.repository
-    manifest = await _retried(lambda: registry.manifest(repository, reference.version))
+    manifest = await retried(lambda: registry.manifest(repository, reference.version))
     if manifest.is_index:
         raise ModelError(f"{reference} is an index of several artifacts, not a model")
     entries = unpack_plan(manifest.document, str(reference))
@@ -951,7 +866,7 @@ async def pull(
         tally.finish()
         return written
 
-    written = await _bounded([functools.partial(pulled, e) for e in entries], parallel)
+    written = await bounded([functools.partial(pulled, e) for e in entries], parallel)
     return PullReport(
         reference=str(reference.at(manifest.digest)),
         digest=manifest.digest,

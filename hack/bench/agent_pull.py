@@ -317,8 +317,8 @@ def pull(tool: Tool, setup: Setup, phase: str, reference: str, into: Path) -> Ru
         return run
     if tool.name != "oras":
         try:
-            run.report = json.loads(done.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
+            run.report = json.loads(done.stdout)
+        except ValueError:
             run.error = f"no JSON report on stdout: {done.stdout.strip()[-200:]!r}"
             return run
     os.sync()  # blocks the file system has yet to allocate count too
@@ -666,7 +666,8 @@ def print_tables(tools: list[Tool], extras: Extras, header: str, artifact: JSON)
     if extras.killed is not None and not extras.killed.error:
         print(
             f"  killed: after {extras.killed.seconds:.2f} s with "
-            f"{human(extras.killed_at_bytes)} in partial/ + blobs/"
+            f"{human(extras.killed_at_bytes)} in partial/ + blobs/ (the registry had sent "
+            f"{human(extras.killed.served_bytes)}: in flight or unwritten when killed)"
         )
 
 
