@@ -11,9 +11,15 @@ DATACENTERS ?= 2
 
 .PHONY: dev down status test unit e2e lint bench venv
 
+# `make dev REPO=examples/fleet-repo` starts from a fleet repository instead: its
+# datacenters, then `fleet apply` of it, each declared cluster made by the local provider.
 dev: $(INSTALLED)
+ifdef REPO
+	$(PYTHON) -m fleet dev up --repo $(REPO)
+else
 	$(PYTHON) -m fleet dev up --clusters $(CLUSTERS) --datacenters $(DATACENTERS) \
 		--controller --apply examples/01-model-cache/
+endif
 
 down: $(INSTALLED)
 	$(PYTHON) -m fleet dev down

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from fleet.api import GROUP, VERSION
 from fleet.cli.console import Terminal, columns
@@ -21,7 +24,7 @@ from fleet.devenv.restarts import load_restarts
 from fleet.devenv.roles import SUPERVISOR
 from fleet.devenv.state import FleetState, load_state
 from fleet.devenv.toolchain import TOOLS, Toolchain, built_binary, cache_dir, ensure_toolchain
-from fleet.devenv.topology import plan_fleet
+from fleet.devenv.topology import ClusterPlan, plan_fleet
 from fleet.errors import DevEnvError, FleetError
 from fleet.fleetview import rows
 from fleet.sources import ReadError
@@ -52,10 +55,10 @@ def dev() -> None:
 
     Each datacenter has an OCI registry and a Prometheus.
 
-    Binaries (etcd, Kubernetes, kwok, registry, helm, oras) are built from their
-    Go modules into ~/.cache/fleet/testenv the first time (about 10 minutes on
-    2 cores; set FLEET_TESTENV_CACHE to move it). Prometheus is Debian's package,
-    installed with apt-get when missing.
+    Binaries (etcd, Kubernetes, kwok, registry, helm, oras, clusterctl) are built
+    from their Go modules into ~/.cache/fleet/testenv the first time (about 13
+    minutes on 2 cores; set FLEET_TESTENV_CACHE to move it). Prometheus is Debian's
+    package, installed with apt-get when missing.
     """
 
 
@@ -116,6 +119,13 @@ def build(terminal: Terminal, only: tuple[str, ...]) -> None:
     "until every AddonProfile is Ready and print `fleet status` (needs --controller).",
 )
 @click.option(
+    "--repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Start from a fleet repository instead (fleet.yaml, clusters/ …): its datacenters, "
+    "no clusters of the fleet's own, the controller, then `fleet apply` of the repository; the "
+    "local provider makes a workload plane for each declared Cluster.",
+)
+@click.option(
     "--pull-through",
     is_flag=True,
     help="Also start a hub registry (where models come from), and make every datacenter's "
@@ -131,6 +141,7 @@ def up(
     namespace: str,
     with_controller: bool,
     manifests: tuple[Path, ...],
+    repo: Path | None,
     pull_through: bool,
     state_dir: Path,
     output: str,
@@ -144,12 +155,23 @@ def up(
       kubectl get clusters -A
     """
     started = time.monotonic()
+    declared: tuple[str, ...] = ()
     try:
-        plans = plan_fleet(clusters, datacenters)
+        if repo is not None:
+            namespace, declared = _repository_datacenters(repo)
+            plans: tuple[ClusterPlan, ...] = ()
+            with_controller = True
+        else:
+            plans = plan_fleet(clusters, datacenters)
         toolchain = ensure_toolchain(terminal.progress)
     except FleetError as error:
         terminal.abort(str(error))
-    terminal.progress(f"starting {clusters} clusters in {datacenters} datacenters from {state_dir}")
+    if repo is not None:
+        terminal.progress(f"starting the datacenters of {repo} ({', '.join(declared)})")
+    else:
+        terminal.progress(
+            f"starting {clusters} clusters in {datacenters} datacenters from {state_dir}"
+        )
     try:
         state = localfleet.up(
             state_dir,
@@ -158,6 +180,7 @@ def up(
             toolchain=toolchain,
             report=terminal.progress,
             pull_through=pull_through,
+            datacenters=declared,
         )
     except KeyboardInterrupt:
         terminal.abort("interrupted; every process started so far was stopped", code=130)
@@ -171,7 +194,10 @@ def up(
             localfleet.start_controller(state_dir)
             for path in manifests:
                 _kubectl_apply(toolchain, state, path)
-            if manifests:
+            if repo is not None:
+                _apply_repository(terminal, state, repo)
+                state = localfleet.require_state(state_dir)  # with the planes it made
+            if manifests or repo is not None:
                 fleet_status = _wait_converged(terminal, state)
         except FleetError as error:
             terminal.abort(f"{error}\n(logs: {state_dir / 'logs'})")
@@ -230,8 +256,9 @@ def kubeconfig(terminal: Terminal, cluster: str | None, state_dir: Path) -> None
 @state_dir_option
 @click.pass_obj
 def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
-    """Print shell exports for kubectl, helm and oras, the fleet's KUBECONFIG, and each
-    datacenter's registry and Prometheus with the CA that verifies them.
+    """Print shell exports for kubectl, helm, oras and clusterctl (its upgrade check
+    off), the fleet's KUBECONFIG, and each datacenter's registry and Prometheus with
+    the CA that verifies them.
 
     \b
     Use it as:  eval "$(fleet dev env)"        # the management cluster
@@ -245,7 +272,12 @@ def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
     except FleetError as error:
         terminal.abort(str(error))
     # Only what is built: printing exports must never start a build.
-    binaries = [built_binary("kube").parent / "kubectl", built_binary("helm"), built_binary("oras")]
+    binaries = [
+        built_binary("kube").parent / "kubectl",
+        built_binary("helm"),
+        built_binary("oras"),
+        built_binary("clusterctl"),
+    ]
     missing = [str(binary) for binary in binaries if not binary.exists()]
     if missing:
         terminal.abort(f"not built: {', '.join(missing)}; run `fleet dev build`")
@@ -253,13 +285,24 @@ def env(terminal: Terminal, cluster: str | None, state_dir: Path) -> None:
     bin_dirs = ":".join(shlex.quote(str(directory)) for directory in dict.fromkeys(tools))
     terminal.print(f'export PATH={bin_dirs}:"$PATH"')
     terminal.print(f"export KUBECONFIG={shlex.quote(path)}")
+    # Otherwise clusterctl looks up its latest release (Go proxy, then GitHub) once a day
+    # and asks to upgrade whenever the pinned version is not the newest.
+    terminal.print("export CLUSTERCTL_DISABLE_VERSIONCHECK=true")
+    for name, value in dev_environment(state).items():
+        terminal.print(f"export {name}={shlex.quote(value)}")
+
+
+def dev_environment(state: FleetState) -> dict[str, str]:
+    """Each datacenter's registry and Prometheus, and the CA that verifies them."""
+    made = {}
     for datacenter in state.datacenters:
         suffix = re.sub(r"[^A-Z0-9]", "_", datacenter.name.upper())
-        terminal.print(f"export FLEET_REGISTRY_{suffix}={shlex.quote(datacenter.registry)}")
+        made[f"FLEET_REGISTRY_{suffix}"] = datacenter.registry
         if datacenter.prometheus:
-            terminal.print(f"export FLEET_PROMETHEUS_{suffix}={shlex.quote(datacenter.prometheus)}")
+            made[f"FLEET_PROMETHEUS_{suffix}"] = datacenter.prometheus
     if state.datacenters:
-        terminal.print(f"export FLEET_REGISTRY_CA={shlex.quote(state.datacenters[0].registry_ca)}")
+        made["FLEET_REGISTRY_CA"] = state.datacenters[0].registry_ca
+    return made
 
 
 @dev.command()
@@ -400,6 +443,59 @@ def _note(c: ComponentStatus, state_dir: Path, now: float) -> str:
 
 
 CONVERGE_TIMEOUT = 180.0
+PROVISION_SECONDS = 60.0
+
+
+def _repository_datacenters(repo: Path) -> tuple[str, tuple[str, ...]]:
+    """The namespace and datacenter names of a fleet repository's fleet.yaml (the rest is
+    checked by `fleet apply`, once the local fleet's addresses are in the environment)."""
+    path = repo / "fleet.yaml"
+    try:
+        body = yaml.safe_load(path.read_text())
+        names = tuple(str(d["name"]) for d in body["datacenters"])
+        return str(body.get("namespace") or localfleet.DEFAULT_NAMESPACE), names
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise DevEnvError(
+            f"{path}: no datacenters to start ({error}); try `fleet validate`"
+        ) from None
+
+
+def _apply_repository(terminal: Terminal, state: FleetState, repo: Path) -> None:
+    """`fleet apply REPO --yes` with the local fleet's addresses in the environment (what
+    `eval "$(fleet dev env)"` gives a shell), then wait until the provider has made a
+    plane for every declared cluster."""
+    for name, value in dev_environment(state).items():
+        os.environ[name] = value
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fleet",
+            "apply",
+            str(repo),
+            "--yes",
+            "--kubeconfig",
+            state.management_kubeconfig,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise DevEnvError(f"fleet apply {repo} failed:\n{done.stderr.strip()}")
+    terminal.progress(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "applied")
+    declared = sorted(p.stem for p in (repo / "clusters").glob("*.yaml"))
+
+    def provisioned() -> bool:
+        found = load_state(Path(state.state_dir))
+        return found is not None and set(declared) <= {c.name for c in found.clusters}
+
+    wait_for(
+        provisioned,
+        what=f"the local provider to make {len(declared)} workload planes",
+        timeout=PROVISION_SECONDS * max(1, len(declared)),
+    )
+    terminal.progress(f"{len(declared)} declared clusters provisioned")
 
 
 def _kubectl_apply(toolchain: Toolchain, state: FleetState, path: Path) -> None:

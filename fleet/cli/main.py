@@ -55,14 +55,26 @@ COMMANDS = {
         "One cluster's add-ons, or one profile's clusters, as a tree: problems first.",
     ),
     "render": LazyCommand(
-        "fleet.cli.preview",
+        "fleet.cli.either",
         "render",
-        "Exactly the objects ADDON would apply to a cluster, as YAML documents.",
+        "The Cluster API manifests of a fleet repository; or, given ADDON --cluster, what an "
+        "add-on applies to a cluster.",
     ),
     "diff": LazyCommand(
-        "fleet.cli.preview",
+        "fleet.cli.either",
         "diff",
-        "What applying PROFILE now would change on its clusters: a server-side dry run.",
+        "What `fleet apply` would change on the management cluster; or, given PROFILE, what "
+        "applying it would change on its clusters.",
+    ),
+    "validate": LazyCommand(
+        "fleet.cli.repo",
+        "validate",
+        "Every error of a fleet repository, not just the first.",
+    ),
+    "apply": LazyCommand(
+        "fleet.cli.repo",
+        "apply",
+        "Publish a fleet repository to the management cluster.",
     ),
     "wait": LazyCommand(
         "fleet.cli.wait",

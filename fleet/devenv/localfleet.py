@@ -46,7 +46,7 @@ from fleet.devenv.registry import (
     registry_env,
     write_registry_files,
 )
-from fleet.devenv.roles import SUPERVISOR, identify
+from fleet.devenv.roles import PROVIDER, SUPERVISOR, identify
 from fleet.devenv.state import ClusterInfo, DatacenterInfo, FleetState, load_state, updating
 from fleet.devenv.toolchain import KWOK_STAGES, Toolchain, built_binary
 from fleet.devenv.topology import ClusterPlan
@@ -156,7 +156,11 @@ class _Bringup:
         wait_for(condition, what=what, timeout=timeout, failed=self.startup.failure)
 
     def run(
-        self, plans: tuple[ClusterPlan, ...], datacenters: list[str], pull_through: bool = False
+        self,
+        plans: tuple[ClusterPlan, ...],
+        datacenters: list[str],
+        pull_through: bool = False,
+        register_datacenters: bool = True,
     ) -> None:
         etcd_url = self._start_etcd()
         management = controlplane.write_plane_files(
@@ -188,7 +192,7 @@ class _Bringup:
             except BaseException:
                 self.startup.aborted.set()
                 raise
-        self._register_datacenters(management, registries, prometheuses)
+        self._register_datacenters(management, registries, prometheuses, register_datacenters)
         self._register_clusters(management, plans, workloads)
         self.state.management_server = management.server
         self.state.management_kubeconfig = str(management.kubeconfig())
@@ -399,9 +403,11 @@ class _Bringup:
         management: PlaneFiles,
         registries: dict[str, RegistryFiles],
         prometheuses: dict[str, PrometheusFiles],
+        datacenters: bool,
     ) -> None:
-        """One Datacenter per local datacenter, its registry's CA in a Secret of fleet-system,
-        its Prometheus with the same CA as a bundle (agents need it, and it is no secret)."""
+        """The fleet-system namespace and the registries' CA in a Secret there; with
+        `datacenters`, one Datacenter per local datacenter, its Prometheus with the same CA
+        as a bundle (agents need it, and it is no secret). A repository declares its own."""
         api = admin_api(management)
         api.create(
             "/api/v1/namespaces",
@@ -422,7 +428,7 @@ class _Bringup:
             },
         )
         for name, files in registries.items():
-            if name == HUB:
+            if name == HUB or not datacenters:
                 continue
             api.create(
                 "/apis/fleet.mlops.dev/v1alpha1/datacenters",
@@ -474,6 +480,43 @@ class _Bringup:
             )
 
 
+def provider_command(state_dir: Path) -> list[str]:
+    """How `up` starts the local infrastructure provider (`fleet.devenv.provider`)."""
+    return [sys.executable, "-m", "fleet.devenv.provider", "--state-dir", str(state_dir)]
+
+
+def start_workload_plane(
+    state: FleetState, toolchain: Toolchain, plan: ClusterPlan, report: Report
+) -> controlplane.PlaneFiles:
+    """Start one more workload plane in a running fleet (on its shared etcd), its kwok
+    nodes shaped by `plan`, and record its processes in `state`; its files once it is
+    ready. The caller holds the state's lock and registers the cluster."""
+    bringup = _Bringup(state, toolchain, report)
+    files = controlplane.write_plane_files(
+        plan.name, Path(state.state_dir) / "planes" / plan.name, bringup.ports.take()
+    )
+    bringup._start_kube(
+        f"{plan.name}-apiserver",
+        controlplane.apiserver_command(toolchain.path("kube-apiserver"), files, _etcd_url(state)),
+    )
+    try:
+        bringup._workload_plane(plan, files)
+    except BaseException:
+        bringup.startup.aborted.set()
+        raise
+    return files
+
+
+def _etcd_url(state: FleetState) -> str:
+    """The shared etcd's client URL, from the management API server's command line."""
+    for record in state.processes:
+        if record.name == "management-apiserver":
+            for argument in record.command:
+                if argument.startswith("--etcd-servers="):
+                    return argument.split("=", 1)[1]
+    raise DevEnvError("the local fleet records no management API server")
+
+
 def up(
     state_dir: Path,
     plans: tuple[ClusterPlan, ...],
@@ -482,6 +525,7 @@ def up(
     namespace: str = DEFAULT_NAMESPACE,
     report: Report = lambda _: None,
     pull_through: bool = False,
+    datacenters: tuple[str, ...] = (),
 ) -> FleetState:
     """Start a local fleet in `state_dir` and return its state once everything is ready.
 
@@ -497,15 +541,17 @@ def up(
     )
     state.save()
     bringup = _Bringup(state, toolchain, report)
-    names = sorted({plan.datacenter for plan in plans})
+    # Datacenters named by a repository (`fleet dev up --repo`) are declared by it too.
+    names = sorted({*datacenters, *(plan.datacenter for plan in plans)})
     try:
         with _interrupt_aborts(bringup.startup):
-            bringup.run(plans, names, pull_through)
+            bringup.run(plans, names, pull_through, register_datacenters=not datacenters)
         state.ready = True
         state.startup_seconds = round(time.monotonic() - bringup.began, 1)
         # Saved first: a supervisor that finds no ready fleet exits at once.
         state.save()
         bringup.startup.start(SUPERVISOR, supervisor.command(Path(state.state_dir)))
+        bringup.startup.start(PROVIDER, provider_command(Path(state.state_dir)))
     except BaseException:
         _halt(state_dir)
         raise

@@ -9,6 +9,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 SUPERVISOR = "supervisor"
+# Starts a workload plane for each Cluster declared from a ClusterClass (`fleet apply`).
+PROVIDER = "provider"
 CONTROLLER = "controller"
 MANAGEMENT = "management"
 APISERVER = "apiserver"

@@ -64,6 +64,8 @@ class FleetState:
     stopped_clusters: list[str] = field(default_factory=list)
     # host:port of the model hub registry the datacenter registries proxy ("": none)
     hub_registry: str = ""
+    # Workload clusters the local provider made for declared Clusters (`fleet apply`).
+    provisioned: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -113,6 +115,7 @@ def load_state(state_dir: Path) -> FleetState | None:
         controller_metrics=data.get("controller_metrics", ""),
         stopped_clusters=data.get("stopped_clusters", []),
         hub_registry=data.get("hub_registry", ""),
+        provisioned=data.get("provisioned", []),
     )
 
 

@@ -216,9 +216,24 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    environment.filters.update(to_yaml=_to_yaml, b64encode=_b64encode)
+    environment.filters.update(
+        to_yaml=_to_yaml, b64encode=_b64encode, tojson=_strict_filter(environment.filters["tojson"])
+    )
     environment.globals.update(fail=_fail)
     return environment
+
+
+def _strict_filter(wrapped: Any) -> Any:
+    """A filter that, given an undefined value, says which variable it is (as printing it
+    would) instead of failing later on an object it cannot serialize."""
+
+    @functools.wraps(wrapped)
+    def strict(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()
+        return wrapped(context, value, *args, **kwargs)
+
+    return strict
 
 
 ENVIRONMENT = _environment()
