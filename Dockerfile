@@ -12,6 +12,9 @@ WORKDIR /app
 COPY --from=helm /out/helm /usr/local/bin/helm
 COPY pyproject.toml README.md ./
 COPY fleet ./fleet
+# The built-in cluster blueprints of `fleet render|apply` (a wheel does not carry them).
+COPY blueprints ./blueprints
+ENV FLEET_BLUEPRINTS=/app/blueprints
 RUN pip install --no-cache-dir . \
  && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin fleet
 USER 65532
