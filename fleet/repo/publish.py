@@ -20,11 +20,12 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from fleet.diffing import unified
+from fleet.repo.render import DELETION_PROTECTION_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 JSON = dict[str, Any]
-FIELD_MANAGER = "fleet-cli"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-PROTECTED = "fleet.mlops.dev/deletion-protection"
+FIELD_MANAGER = MANAGED_BY_VALUE  # the label's value is the field manager's name
+MANAGED_BY = MANAGED_BY_LABEL
+PROTECTED = DELETION_PROTECTION_LABEL
 CREATED, CHANGED, UNCHANGED, DELETED, PROTECTED_KEPT = (
     "added",
     "changed",

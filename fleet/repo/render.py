@@ -26,6 +26,7 @@ import yaml
 
 from fleet.api import API_VERSION, CAPI_GROUP, GROUP
 from fleet.api.declarations import (
+    LABEL_DELETION_PROTECTION,
     ClusterDecl,
     DatacenterDecl,
     FleetDecl,
@@ -52,7 +53,7 @@ JSON = dict[str, Any]
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "fleet-cli"
-DELETION_PROTECTION_LABEL = f"{GROUP}/deletion-protection"
+DELETION_PROTECTION_LABEL = LABEL_DELETION_PROTECTION
 SOURCE_ANNOTATION = f"{GROUP}/source"
 CLUSTER_API_VERSION = f"{CAPI_GROUP}/v1beta2"
 # The key of `render_repository`'s result that holds fleet.yaml's objects; cluster
