@@ -40,10 +40,22 @@ def normalized(body: JSON | None) -> JSON:
 
 
 def unified(before: JSON | None, after: JSON | None) -> tuple[str, ...]:
-    """The diff of two objects as YAML, without its file header lines."""
-    old = yaml.safe_dump(normalized(before), sort_keys=True).splitlines() if before else []
-    new = yaml.safe_dump(normalized(after), sort_keys=True).splitlines() if after else []
+    """The diff of two objects as YAML, without its file header lines; nothing to dump
+    when they are equal (most objects, most of the time)."""
+    left, right = normalized(before), normalized(after)
+    if before and after and left == right:
+        return ()
+    old = _dump(left).splitlines() if before else []
+    new = _dump(right).splitlines() if after else []
     return tuple(difflib.unified_diff(old, new, "live", "after apply", lineterm=""))[2:]
+
+
+def _dump(body: JSON) -> str:
+    text: str = yaml.dump(body, Dumper=_DUMPER, sort_keys=True)
+    return text
+
+
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def differences(

@@ -130,13 +130,20 @@ class Publisher:
         made: list[Change] = []
         refused: list[Refused] = []
         wanted = set()
+        new_namespaces: set[str] = set()
         for body in (labelled(o) for o in objects):
             meta = body["metadata"]
             namespace = meta.get("namespace", "")
             wanted.add((body["kind"], namespace, meta["name"]))
+            if namespace in new_namespaces:
+                # Its namespace is only about to be made: the server cannot dry-run it yet.
+                made.append(Change(body["kind"], namespace, meta["name"], CREATED, (), body))
+                continue
             try:
                 resource = self._resource(body)
                 live = self._live(resource, body)
+                if body["kind"] == "Namespace" and live is None:
+                    new_namespaces.add(meta["name"])
                 after = self._apply(resource, body, dry_run=True)
             except ResourceNotFoundError:
                 refused.append(
