@@ -1,37 +1,58 @@
 """`fleet render` and `fleet diff` serve two things: a fleet repository (a directory,
 default .) and one add-on or profile on the management cluster (a name). The first
 argument decides: an existing directory, or none at all without --cluster, is a
-repository."""
+repository. The add-on and profile commands are imported only when chosen: the
+repository's `render` runs in a second, and must not pay for them."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fleet.cli import preview, repo
+from fleet.cli import repo
+
+# Options of `fleet render ADDON` and `fleet diff PROFILE` that take a value, so that the
+# value is not taken for the first argument (a test keeps this equal to theirs).
+VALUED = frozenset(
+    ("--cluster", "--profile", "-n", "--namespace", "--helm", "--kubeconfig", "--context")
+)
 
 
 class Either(click.Command):
-    """A command that is `for_repository` or `for_name`, chosen from the arguments."""
+    """A command that is `for_repository` or the command `for_name` names, chosen from the
+    arguments."""
 
     def __init__(
-        self, name: str, for_repository: click.Command, for_name: click.Command, short_help: str
+        self,
+        name: str,
+        for_repository: click.Command,
+        for_name: str,
+        short_help: str,
+        name_usage: str,
     ) -> None:
-        other = inspect.cleandoc(for_name.help or "").split("\n\n", 1)[0]
         super().__init__(
             name,
             help=f"{short_help}\n\n{inspect.cleandoc(for_repository.help or '')}\n\n"
-            f"{_usage(name, for_name)}: {other} (`fleet {name} NAME --help` for its options)",
+            f"{name_usage} (`fleet {name} NAME --help` for its options)",
         )
         self.for_repository, self.for_name = for_repository, for_name
         self.params = for_repository.params
         self.chosen: click.Command = for_repository
 
+    def named(self) -> click.Command:
+        """The add-on or profile command (`module:attribute`), imported now."""
+        module, _, attribute = self.for_name.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.for_name} is not a click command")
+        return command
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        self.chosen = self.for_repository if _repository(args, self.for_name) else self.for_name
+        self.chosen = self.for_repository if repository(args) else self.named()
         self.params = self.chosen.params
         self.callback = self.chosen.callback
         return self.chosen.parse_args(ctx, args)
@@ -40,8 +61,8 @@ class Either(click.Command):
         return self.chosen.invoke(ctx)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        if self.chosen is self.for_name:
-            self.for_name.format_help(ctx, formatter)
+        if self.chosen is not self.for_repository:
+            self.chosen.format_help(ctx, formatter)
         else:
             super().format_help(ctx, formatter)
 
@@ -49,30 +70,15 @@ class Either(click.Command):
         return [*self.chosen.collect_usage_pieces(ctx)]
 
 
-def _usage(name: str, command: click.Command) -> str:
-    arguments = " ".join(
-        p.human_readable_name for p in command.params if isinstance(p, click.Argument)
-    )
-    return f"fleet {name} [OPTIONS] {arguments}"
-
-
-def _taking_values(command: click.Command) -> set[str]:
-    return {
-        opt
-        for p in command.params
-        if isinstance(p, click.Option) and not p.is_flag and not p.count
-        for opt in p.opts
-    }
-
-
-def _repository(args: list[str], for_name: click.Command) -> bool:
-    valued = _taking_values(for_name) | {"-o", "--output", "--kubeconfig", "--context"}
+def repository(args: list[str]) -> bool:
+    """Whether the arguments name a repository: no argument (and no --cluster), or an
+    existing directory first."""
     skip = False
     positional = []
     for arg in args:
         if skip:
             skip = False
-        elif arg in valued:
+        elif arg in VALUED or arg in ("-o", "--output"):
             skip = True
         elif not arg.startswith("-"):
             positional.append(arg)
@@ -84,14 +90,18 @@ def _repository(args: list[str], for_name: click.Command) -> bool:
 render = Either(
     "render",
     repo.render,
-    preview.render,
+    "fleet.cli.preview:render",
     "The Cluster API manifests of a fleet repository; or, given ADDON --cluster, what an "
     "add-on applies to a cluster.",
+    "fleet render [OPTIONS] ADDON --cluster NAME: exactly the objects ADDON would apply to "
+    "a cluster, as YAML documents.",
 )
 diff = Either(
     "diff",
     repo.diff,
-    preview.diff,
+    "fleet.cli.preview:diff",
     "What `fleet apply` would change on the management cluster; or, given PROFILE, what "
     "applying it would change on its clusters.",
+    "fleet diff [OPTIONS] PROFILE: what applying PROFILE now would change on its clusters "
+    "(a server-side dry run).",
 )

@@ -5,12 +5,13 @@ import json
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from fleet.cli import preview, repo
-from fleet.cli.either import _repository
+from fleet.cli import preview
+from fleet.cli.either import VALUED, repository
 from fleet.cli.main import cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet-repo"
@@ -75,7 +76,7 @@ def test_every_mistake_is_reported_with_its_place_and_exit_1(example):
 
 
 @pytest.mark.parametrize(
-    ("args", "repository"),
+    ("args", "is_repository"),
     [
         ([], True),
         (["."], True),
@@ -86,8 +87,18 @@ def test_every_mistake_is_reported_with_its_place_and_exit_1(example):
     ],
 )
 def test_render_takes_a_directory_for_a_repository_and_a_name_for_an_addon(
-    args, repository, monkeypatch
+    args, is_repository, monkeypatch
 ):
     monkeypatch.chdir(EXAMPLE.parents[1])
-    assert _repository(args, preview.render) is repository
-    assert repo.render.name == "render"
+    assert repository(args) is is_repository
+
+
+def test_every_option_of_the_addon_and_profile_commands_that_takes_a_value_is_known():
+    taking = {
+        opt
+        for command in (preview.render, preview.diff)
+        for p in command.params
+        if isinstance(p, click.Option) and not p.is_flag and not p.count
+        for opt in p.opts
+    }
+    assert taking == VALUED
