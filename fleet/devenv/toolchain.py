@@ -9,6 +9,8 @@ files. The Cluster API CRDs come from the module cache the same way.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -17,7 +19,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,6 +331,20 @@ def _run_logged(command: list[str], cwd: Path, log_path: Path, label: str, repor
         )
 
 
+@contextlib.contextmanager
+def _building(tool: str) -> Iterator[None]:
+    """One build of a tool at a time across processes: two `fleet dev up` on a cold cache
+    would otherwise share its staging directory and remove each other's output."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with (locks / f"{tool}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _build(plan: BuildPlan, module_dir: Path, report: Report) -> None:
     staging = plan.output_dir.with_name(plan.output_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -397,13 +413,20 @@ def ensure_toolchain(report: Report = _quiet, only: tuple[str, ...] = ()) -> Too
         plan = plan_build(tool, module_dir)
         toolchain.versions[tool.name] = plan.version
         if not plan.binary_path.exists() and (not only or tool.name in only):
-            note = f" — {tool.note}" if tool.note else ""
-            report(
-                f"[{index}/{len(TOOLS)}] building {tool.name} ({tool.module} {plan.version}){note}"
-            )
-            started = time.monotonic()
-            _build(plan, module_dir, report)
-            report(f"[{index}/{len(TOOLS)}] built {tool.name} in {time.monotonic() - started:.0f}s")
+            with _building(tool.name):
+                # Another `fleet dev up` or `build` may have built it while this one waited.
+                if not plan.binary_path.exists():
+                    note = f" — {tool.note}" if tool.note else ""
+                    report(
+                        f"[{index}/{len(TOOLS)}] building {tool.name} "
+                        f"({tool.module} {plan.version}){note}"
+                    )
+                    started = time.monotonic()
+                    _build(plan, module_dir, report)
+                    report(
+                        f"[{index}/{len(TOOLS)}] built {tool.name} "
+                        f"in {time.monotonic() - started:.0f}s"
+                    )
         for name in (tool.binary, *tool.aliases):
             toolchain.binaries[name] = plan.output_dir / name
     for asset in ASSETS:

@@ -68,3 +68,32 @@ def test_a_missing_binary_says_how_to_rebuild_it(tmp_path):
         str(error.value)
         == f"{tmp_path / 'etcd'} is missing; run `fleet dev build` to build it again"
     )
+
+
+def test_one_build_of_a_tool_at_a_time(tmp_path, monkeypatch):
+    """Two builders of one tool (two `fleet dev up` on a cold cache) take turns."""
+    import threading
+    import time
+
+    from fleet.devenv.toolchain import _building
+
+    monkeypatch.setenv("FLEET_TESTENV_CACHE", str(tmp_path))
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def build() -> None:
+        with _building("kwok"):
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.05)
+            with guard:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+    assert (tmp_path / "locks" / "kwok.lock").exists()
