@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from pathlib import Path
 
 import click
 from kubernetes import client as k8s
-from prometheus_client import start_http_server
 
 from fleet.agent import gc
 from fleet.agent.node import Agent, AgentMetrics, Settings, fill
 from fleet.agent.store import Store
 from fleet.cli.console import Terminal
-from fleet.cli.webhook import api_client
+from fleet.cli.serving import api_client, serve_metrics
 from fleet.errors import FleetError
 
 DEFAULT_ROOT = Path("/var/lib/fleet/model-cache")
+ALL_ADDRESSES = "0.0.0.0"  # noqa: S104 (a pod serves on its own address)
 
 
 def _bytes(text: str) -> int:
@@ -76,12 +75,6 @@ def _common(function: click.decorators.FC) -> click.decorators.FC:
     return function
 
 
-def _metrics(metrics: AgentMetrics, address: str) -> None:
-    if address:
-        host, _, port = address.rpartition(":")
-        start_http_server(int(port), host or "0.0.0.0", registry=metrics.registry)  # noqa: S104
-
-
 @click.group()
 def agent() -> None:
     """Keep this node's model cache equal to the models assigned to its cluster."""
@@ -127,16 +120,13 @@ def node(
     """
     try:
         watermarks = gc.Watermarks(high=high_watermark, low=low_watermark)
-        store = Store(cache_dir)
-    except (ValueError, FleetError, OSError) as error:
+    except gc.BadWatermarks as error:
         terminal.abort(f"fleet agent: {error}", code=2)
-    metrics = AgentMetrics()
-    _metrics(metrics, metrics_address)
     settings = Settings(parallel, cache_size, watermarks, keep_unassigned, interval)
-    core = k8s.CoreV1Api(api_client(kubeconfig))
+    running = _agent(terminal, kubeconfig, cache_dir, metrics_address, node, settings)
     terminal.progress(f"fleet agent: node {node}, cache {cache_dir}")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(Agent(core, store, node, settings, metrics).run())
+        asyncio.run(running.run())
 
 
 @agent.command("fill")
@@ -156,19 +146,29 @@ def fill_command(
     read-only with the same MODEL_PATH variables. What is already there is skipped.
     Exit 0 when every model is held, 1 when one could not be.
     """
-    try:
-        store = Store(cache_dir)
-    except (FleetError, OSError) as error:
-        terminal.abort(f"fleet agent fill: {error}", code=2)
-    metrics = AgentMetrics()
-    _metrics(metrics, metrics_address)
     settings = Settings(parallel, cache_size)
-    core = k8s.CoreV1Api(api_client(kubeconfig))
-    filler = Agent(core, store, "", settings, metrics)
+    filler = _agent(terminal, kubeconfig, cache_dir, metrics_address, "", settings)
     held = asyncio.run(fill(filler))
     for name, state in sorted(filler.states.items()):
         message = state.get("message") or f"{state.get('receivedBytes', 0)} bytes received"
         terminal.progress(f"{name} {state['digest']}: {state['phase']} ({message})")
     if not held:
         raise click.exceptions.Exit(1)
-    os.sync()
+
+
+def _agent(
+    terminal: Terminal,
+    kubeconfig: Path | None,
+    cache_dir: Path,
+    metrics_address: str,
+    node: str,
+    settings: Settings,
+) -> Agent:
+    """The agent of a node (`node`) or of a shared volume (""), its metrics served."""
+    try:
+        store = Store(cache_dir)
+    except (FleetError, OSError) as error:
+        terminal.abort(f"fleet agent: {error}", code=2)
+    metrics = AgentMetrics()
+    serve_metrics(terminal, metrics.registry, metrics_address, ALL_ADDRESSES)
+    return Agent(k8s.CoreV1Api(api_client(kubeconfig)), store, node, settings, metrics)

@@ -10,36 +10,22 @@ from pathlib import Path
 
 import click
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from prometheus_client import start_http_server
 
 from fleet.api import install
 from fleet.cli.console import Terminal
+from fleet.cli.serving import api_client, serve_metrics
 from fleet.controller import leader
 from fleet.controller.management import Management
 from fleet.controller.runtime import WORKERS, Runtime
 from fleet.metrics import Metrics
 
 
-def _address(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
 def _management_client(kubeconfig: Path | None) -> k8s.ApiClient:
-    configuration = k8s.Configuration()
     if kubeconfig is not None:
         # kopf logs in through the same kubeconfig, found the usual way.
         os.environ["KUBECONFIG"] = str(kubeconfig)
-        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    else:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)
     # One connection per worker, and a few for leader election and events.
-    configuration.connection_pool_maxsize = WORKERS + 4
-    return k8s.ApiClient(configuration)
+    return api_client(kubeconfig, pool=WORKERS + 4)
 
 
 def _raise_open_files_limit() -> None:
@@ -105,11 +91,7 @@ def controller(
     """
     _raise_open_files_limit()
     metrics = Metrics()
-    host, port = _address(metrics_address)
-    try:
-        start_http_server(port, host, registry=metrics.registry)
-    except OSError as error:
-        terminal.abort(f"cannot serve /metrics on {metrics_address}: {error.strerror}")
+    serve_metrics(terminal, metrics.registry, metrics_address, "127.0.0.1")
     api = _management_client(kubeconfig)
     me = leader.identity()
     lease = f"{leader_election_namespace}/{leader.LEASE_NAME}"

@@ -464,8 +464,6 @@ def _apply_repository(terminal: Terminal, state: FleetState, repo: Path) -> None
     """`fleet apply REPO --yes` with the local fleet's addresses in the environment (what
     `eval "$(fleet dev env)"` gives a shell), then wait until the provider has made a
     plane for every declared cluster."""
-    for name, value in dev_environment(state).items():
-        os.environ[name] = value
     done = subprocess.run(
         [
             sys.executable,
@@ -480,6 +478,7 @@ def _apply_repository(terminal: Terminal, state: FleetState, repo: Path) -> None
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **dev_environment(state)},
     )
     if done.returncode != 0:
         raise DevEnvError(f"fleet apply {repo} failed:\n{done.stderr.strip()}")

@@ -6,11 +6,10 @@ import asyncio
 from pathlib import Path
 
 import click
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from prometheus_client import start_http_server
 
 from fleet.cli.console import Terminal
+from fleet.cli.serving import address as serving_address
+from fleet.cli.serving import api_client, serve_metrics
 from fleet.errors import FleetError
 from fleet.webhook.mutate import ModelPolicy
 from fleet.webhook.server import (
@@ -25,23 +24,7 @@ from fleet.webhook.server import (
 )
 from fleet.webhook.sharing import SharingPolicy, parse_sharing_policy
 
-
-def _address(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host or "0.0.0.0", int(port)  # noqa: S104 (a pod serves on its own address)
-
-
-def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
-    """In-cluster credentials (the pod's ServiceAccount), or a kubeconfig."""
-    configuration = k8s.Configuration()
-    if kubeconfig is not None:
-        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    else:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)
-    return k8s.ApiClient(configuration)
+ALL_ADDRESSES = "0.0.0.0"  # noqa: S104 (a pod serves on its own address)
 
 
 @click.command()
@@ -168,9 +151,7 @@ def webhook(
         terminal.abort(f"fleet webhook: {error}")
     supported = {"on": True, "off": False}.get(image_volumes, image_volumes_supported(version))
     metrics = Metrics()
-    if metrics_address:
-        host, port = _address(metrics_address)
-        start_http_server(port, host, registry=metrics.registry)
+    serve_metrics(terminal, metrics.registry, metrics_address, ALL_ADDRESSES)
     hook = Webhook(
         Catalogue(core),
         ModelPolicy(
@@ -197,7 +178,7 @@ def webhook(
                 hook,
                 bundles,
                 certificates,
-                address=_address(address),
+                address=serving_address(address, ALL_ADDRESSES),
                 started=lambda: terminal.progress(
                     f"fleet webhook: serving on https://{address} (Kubernetes {version}, "
                     f"image volumes {'on' if supported else 'off'})"

@@ -22,7 +22,6 @@ from fleet.nodecache import CATALOGUE_NAME as CATALOGUE_NAME
 from fleet.nodecache import CATALOGUE_NAMESPACE as CATALOGUE_NAMESPACE
 from fleet.nodecache import READY as READY
 from fleet.nodecache import READY_LABEL_PREFIX as READY_LABEL_PREFIX
-from fleet.nodecache import cacheable_name
 from fleet.nodecache import ready_label as ready_label
 
 JSON = dict[str, Any]
@@ -49,10 +48,6 @@ class Model(Protocol):
 
     @property
     def digest(self) -> str: ...
-
-
-def is_dns_label(name: str) -> bool:
-    return cacheable_name(name)
 
 
 def is_dns_subdomain(name: str) -> bool:

@@ -181,7 +181,8 @@ class Certificates:
             held = tls.from_secret(data)
             moment = datetime.datetime.now(datetime.UTC)
             if held is not None and not tls.needs_new(held.cert_pem, self.hosts, moment):
-                tls.write(self.directory, held)
+                if tls.from_files(self.directory) != held:
+                    tls.write(self.directory, held)
                 return held
             made = tls.make(self.hosts, moment)
             patch = [

@@ -28,7 +28,6 @@ from fleet.errors import PermanentError
 from fleet.webhook.catalogue import is_dns_subdomain
 
 JSON = dict[str, Any]
-SHARING_LABEL = "gpu.fleet.mlops.dev/sharing"  # on namespaces, for the namespaceSelector
 INTERACTIVE = "interactive"
 POLICY_ANNOTATION = "gpu.fleet.mlops.dev/policy"
 KEPT_PRIORITY_CLASS = "kept-priority-class"

@@ -181,6 +181,14 @@ def reload(made: ssl.SSLContext, directory: Path) -> None:
         raise CertificateError(f"{directory}: cannot load {CERT}/{KEY}: {error}") from None
 
 
+def from_files(directory: Path) -> Serving | None:
+    """The certificate the files in `directory` hold, or None when one is missing."""
+    try:
+        return from_secret({name: (directory / name).read_bytes() for name in (CERT, KEY, CA)})
+    except FileNotFoundError:
+        return None
+
+
 def from_secret(data: dict[str, bytes]) -> Serving | None:
     """The certificate a Secret holds (its values decoded), or None when incomplete."""
     if not all(data.get(key) for key in (CERT, KEY, CA)):

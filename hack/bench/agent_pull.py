@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import random
@@ -77,7 +76,8 @@ from replicate import (
     session,
     start_registry,
 )
-from scale import git_revision, log
+from runs import command_line, report_head, tool_list
+from scale import log
 from tables import aligned
 
 from fleet.devenv.toolchain import built_binary
@@ -701,13 +701,6 @@ def details(tool: Tool) -> list[str]:
 # --- main ---------------------------------------------------------------------------------------
 
 
-def tool_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or any(n not in TOOLS for n in names):
-        raise argparse.ArgumentTypeError(f"choose among {','.join(TOOLS)}")
-    return names
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="hack/bench/agent_pull.py",
@@ -723,7 +716,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--tools",
-        type=tool_list,
+        type=tool_list(TOOLS),
         default=list(TOOLS),
         metavar="LIST",
         help=f"which rows, comma-separated ({','.join(TOOLS)}); the agent's runs need agent",
@@ -756,20 +749,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    command = shlex.join(
-        ["python3", "hack/bench/agent_pull.py", *(sys.argv[1:] if argv is None else argv)]
-    )
+    command = command_line("hack/bench/agent_pull.py", argv)
     made = options.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-agent-pull-")) if made else options.work_dir
     work.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    report: JSON = {
-        "command": command,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "revision": git_revision(),
-        "cpus": os.cpu_count(),
-        "work_dir": str(work),
-    }
+    report: JSON = report_head(command, work_dir=str(work))
     try:
         tools, extras = bench(options, work, report)
     except KeyboardInterrupt:

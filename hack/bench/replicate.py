@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import resource
@@ -64,7 +63,8 @@ from typing import Any
 
 import aiohttp
 import urllib3
-from scale import git_revision, log
+from runs import command_line, report_head, tool_list
+from scale import log
 from tables import aligned
 
 from fleet.devenv.toolchain import built_binary
@@ -702,14 +702,6 @@ def details(tool: Tool, artifact: int) -> list[str]:
 # --- main ---------------------------------------------------------------------------------------
 
 
-def tool_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in TOOLS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"choose among {','.join(TOOLS)}")
-    return names
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="hack/bench/replicate.py",
@@ -724,7 +716,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--tools",
-        type=tool_list,
+        type=tool_list(TOOLS),
         default=list(TOOLS),
         metavar="LIST",
         help=f"which rows, comma-separated ({','.join(TOOLS)})",
@@ -755,20 +747,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    command = shlex.join(
-        ["python3", "hack/bench/replicate.py", *(sys.argv[1:] if argv is None else argv)]
-    )
+    command = command_line("hack/bench/replicate.py", argv)
     made = options.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-replicate-")) if made else options.work_dir
     work.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    report: JSON = {
-        "command": command,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "revision": git_revision(),
-        "cpus": os.cpu_count(),
-        "work_dir": str(work),
-    }
+    report: JSON = report_head(command, work_dir=str(work))
     tools: list[Tool] = []
     try:
         tools = bench(options, work, report)

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -668,7 +667,6 @@ def test_the_agent_may_change_only_model_labels_of_its_own_node(platform: Platfo
     with pytest.raises(client.ApiException) as refused:
         as_agent.read_namespaced_secret("fleet-webhook-tls", "fleet-webhook")
     assert refused.value.status == 403
-    time.sleep(0)
 
 
 def test_deleting_the_model_takes_it_off_the_cluster_before_it_goes(platform: Platform):
