@@ -13,7 +13,6 @@ by `$FLEET_BLUEPRINTS` and over the ones shipped with fleet.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import yaml
 
 import fleet
-from fleet.api.declarations import ClusterDecl, Position, Problem
+from fleet.api.declarations import ClusterDecl, Position, Problem, closest
 
 BLUEPRINTS_DIR = "blueprints"
 BLUEPRINTS_ENV = "FLEET_BLUEPRINTS"
@@ -284,8 +283,8 @@ def _input(name: str, raw: Any, path: str, problem: Callable[[str, str], None]) 
 
 
 def _suggestion(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    close = closest(name, [str(k) for k in known])
+    return f"; did you mean {close!r}?" if close else ""
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
