@@ -180,7 +180,9 @@ def validate(
     refused: list[Any] = []
     if not offline:
         publisher = _publisher(terminal, management, repository.fleet.namespace)
-        _, refused = _reaching(terminal, lambda: publisher.changes(objects, prune=False))
+        _, refused = _reaching(
+            terminal, lambda: publisher.changes(objects, prune=False, compare=False)
+        )
     if refused:
         _refusals_out(terminal, refused, output)
     clusters = len(repository.clusters)

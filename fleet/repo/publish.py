@@ -123,10 +123,11 @@ class Publisher:
         return result
 
     def changes(
-        self, objects: Iterable[JSON], *, prune: bool
+        self, objects: Iterable[JSON], *, prune: bool, compare: bool = True
     ) -> tuple[list[Change], list[Refused]]:
         """What applying `objects` would do (a dry run of each), and the Clusters `--prune`
-        would remove; the objects the server refuses, with why."""
+        would remove; the objects the server refuses, with why. Without `compare` only the
+        refusals are worked out: nothing is read to compare with (`fleet validate`)."""
         made: list[Change] = []
         refused: list[Refused] = []
         wanted = set()
@@ -141,8 +142,9 @@ class Publisher:
                 continue
             try:
                 resource = self._resource(body)
-                live = self._live(resource, body)
-                if body["kind"] == "Namespace" and live is None:
+                namespace_kind = body["kind"] == "Namespace"
+                live = self._live(resource, body) if compare or namespace_kind else None
+                if namespace_kind and live is None:
                     new_namespaces.add(meta["name"])
                 after = self._apply(resource, body, dry_run=True)
             except ResourceNotFoundError:
@@ -160,6 +162,8 @@ class Publisher:
                 refused.append(
                     Refused(body["kind"], namespace, meta["name"], error.status, _message(error))
                 )
+                continue
+            if not compare:
                 continue
             lines = unified(live, after)
             change = CREATED if live is None else CHANGED if lines else UNCHANGED

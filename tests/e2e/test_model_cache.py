@@ -445,6 +445,11 @@ def test_a_pod_without_the_annotations_never_reaches_the_webhook(platform: Platf
     assert created.metadata.annotations == {"team": "a"}
     # matchConditions keep it from the webhook: no review was asked for.
     assert metric(platform.webhook_metrics, "fleet_webhook_reviews_total") == before
+    # ...while one that asks for a model is one review (the counter does count).
+    platform.core.create_namespaced_pod(
+        namespace, _pod("asking", {"models.fleet.mlops.dev/use": platform.model})
+    )
+    assert metric(platform.webhook_metrics, "fleet_webhook_reviews_total") == before + 1
 
 
 def test_credential_secrets_are_checked_and_injected_by_reference(platform: Platform, namespace_on):
