@@ -147,7 +147,25 @@ def render(terminal: Terminal, directory: Path, output: str) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists() or path.read_text() != text:
                 path.write_text(text)
-        terminal.progress(f"wrote {len(files)} files into {target}")
+        stale = stale_renders(target, set(files))
+        for path in stale:
+            path.unlink()
+        gone = f"; removed {len(stale)} of a cluster no longer declared" if stale else ""
+        terminal.progress(f"wrote {len(files)} files into {target}{gone}")
+
+
+def stale_renders(target: Path, written: set[str]) -> list[Path]:
+    """Files of `target/clusters/` a render made for a cluster no longer declared: a tool
+    syncing the directory must not keep them. Only files this command wrote (they carry
+    the annotation naming their source) are taken; anything else there is left alone."""
+    from fleet.repo.render import SOURCE_ANNOTATION
+
+    return [
+        path
+        for path in sorted((target / "clusters").glob("*.yaml"))
+        if path.relative_to(target).as_posix() not in written
+        and f"{SOURCE_ANNOTATION}: clusters/" in path.read_text(errors="replace")
+    ]
 
 
 @click.command()

@@ -102,3 +102,19 @@ def test_every_option_of_the_addon_and_profile_commands_that_takes_a_value_is_kn
         for opt in p.opts
     }
     assert taking == VALUED
+
+
+def test_render_into_a_directory_removes_only_its_own_files_of_clusters_gone(example, tmp_path):
+    out = tmp_path / "out"
+    assert run("render", str(example), "-o", str(out)).exit_code == 0
+    (out / "clusters" / "mine.yaml").write_text("kind: ConfigMap\n")  # not fleet's
+    (example / "clusters" / "cpu-01.yaml").unlink()
+    result = run("render", str(example), "-o", str(out))
+    assert result.exit_code == 0
+    assert "removed 1 of a cluster no longer declared" in result.stderr
+    assert sorted(p.name for p in (out / "clusters").iterdir()) == [
+        "gpu-01.yaml",
+        "gpu-02.yaml",
+        "gpu-03.yaml",
+        "mine.yaml",
+    ]
