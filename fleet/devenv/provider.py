@@ -75,7 +75,8 @@ class Provider:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.toolchain = ensure_toolchain(lambda line: log.info("%s", line))
-        self.refused: set[tuple[str, str]] = set()
+        self.refused: set[str] = set()  # names of clusters a plane of the fleet's own has
+        self.api: KubeAPI | None = None
         # cluster -> when it may be tried again (monotonic), after a plane failed to start
         self.later: dict[str, float] = {}
 
@@ -84,30 +85,39 @@ class Provider:
         state = load_state(self.state_dir) if self.state_dir.exists() else None
         if state is None or not state.ready:
             return False
-        api = admin_api(
-            controlplane.recorded_plane(self.state_dir, "management", state.management_server)
-        )
+        if self.api is None:
+            self.api = admin_api(
+                controlplane.recorded_plane(self.state_dir, "management", state.management_server)
+            )
+        api = self.api
         path = f"/apis/cluster.x-k8s.io/v1beta2/namespaces/{state.namespace}/clusters"
         wanted = [c for c in api.get(path)["items"] if declared(c)]
         planes = {c.name for c in state.clusters}
         for body in wanted:
-            meta = body["metadata"]
-            key = (meta["namespace"], meta["name"])
-            if meta.get("deletionTimestamp") or key in self.refused:
+            name = body["metadata"]["name"]
+            if (
+                body["metadata"].get("deletionTimestamp")
+                or name in self.refused
+                or time.monotonic() < self.later.get(name, 0.0)
+            ):
                 continue
-            if time.monotonic() < self.later.get(meta["name"], 0.0):
-                continue
-            if meta["name"] in planes:
-                if meta["name"] not in state.provisioned and key not in self.refused:
-                    log.warning("cluster %s/%s: a plane of that name exists: not made", *key)
-                    self.refused.add(key)
+            if name in planes:
+                if name not in state.provisioned:
+                    log.warning(
+                        "cluster %s/%s: a plane of that name exists: not made",
+                        state.namespace,
+                        name,
+                    )
+                    self.refused.add(name)
                 continue
             try:
                 self._provision(api, body)
             except (DevEnvError, OSError) as error:
-                log.warning("cluster %s/%s: no plane: %s; trying again later", *key, error)
-                self._deprovision(meta["name"])
-                self.later[meta["name"]] = time.monotonic() + RETRY_SECONDS
+                log.warning(
+                    "cluster %s/%s: no plane: %s; trying again later", state.namespace, name, error
+                )
+                self._deprovision(name)
+                self.later[name] = time.monotonic() + RETRY_SECONDS
         names = {c["metadata"]["name"] for c in wanted}
         for name in [n for n in state.provisioned if n not in names]:
             self._deprovision(name)
