@@ -97,3 +97,15 @@ def columns(rows: Sequence[tuple[str, ...]]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def print_diff(heading: str, heading_style: str, lines: Sequence[str]) -> None:
+    """A heading, then unified diff lines coloured on a terminal (+ green, - red)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(Text(heading, style=heading_style))
+    for line in lines:
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+        console.print(Text(line, style=style))

@@ -20,7 +20,7 @@ import yaml
 
 from fleet.api import GROUP, LABEL_PROFILE, VERSION
 from fleet.api.models import Addon, AddonEntry, parse_profile
-from fleet.cli.console import Terminal
+from fleet.cli.console import Terminal, print_diff
 from fleet.cli.options import ManagementAccess, management_options, read_management
 from fleet.diffing import ObjectDiff, differences
 from fleet.errors import FleetError
@@ -161,7 +161,8 @@ def diff(
 
     found = read_management(terminal, management, work, code=BROKEN, failed="")
     for object_diff in found:
-        _print_diff(terminal, object_diff)
+        heading = f"=== {object_diff.cluster} / {object_diff.addon}: {object_diff.key}"
+        print_diff(f"{heading} ({object_diff.change})", "bold", object_diff.lines)
     if found:
         raise click.exceptions.Exit(DIFFERENT)
 
@@ -181,16 +182,3 @@ def _cluster_diffs(
         objects = rendered(target, addons[entry.name], entry.values, profile, charts)
         record = Record.from_json(applysets.get(entry.name)).covering(objects)
         yield from differences(target.client, target.cluster.name, entry.name, objects, record)
-
-
-def _print_diff(terminal: Terminal, found: ObjectDiff) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
-    console = Console(highlight=False, soft_wrap=True)
-    console.print(
-        Text(f"=== {found.cluster} / {found.addon}: {found.key} ({found.change})", style="bold")
-    )
-    for line in found.lines:
-        style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
-        console.print(Text(line, style=style))

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from fleet.cli.console import Terminal
+from fleet.cli.console import Terminal, print_diff
 from fleet.cli.options import ManagementAccess, management_options
 
 JSON = dict[str, Any]
@@ -223,26 +223,17 @@ def _refusals_out(terminal: Terminal, refused: list[Any], output: str) -> None:
     raise click.exceptions.Exit(INVALID)
 
 
-def _show(terminal: Terminal, changes: list[Any], *, diff: bool) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
-    console = Console(highlight=False, soft_wrap=True)
+def _show(changes: list[Any], *, diff: bool) -> None:
     styles = {"added": "green", "changed": "yellow", "removed": "red", "protected": "red"}
     for change in changes:
         if change.change == "unchanged":
             continue
         label = "removal refused: deletion-protection" if change.change == "protected" else ""
-        console.print(
-            Text(
-                f"{change.change}: {change.what}{'  (' + label + ')' if label else ''}",
-                style=f"bold {styles[change.change]}",
-            )
+        print_diff(
+            f"{change.change}: {change.what}{'  (' + label + ')' if label else ''}",
+            f"bold {styles[change.change]}",
+            change.lines if diff and change.change == "changed" else (),
         )
-        if diff and change.change in ("changed",):
-            for line in change.lines:
-                style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
-                console.print(Text(line, style=style))
 
 
 def _counts(changes: list[Any]) -> JSON:
@@ -284,7 +275,7 @@ def diff(
             "json",
         )
         return
-    _show(terminal, changes, diff=True)
+    _show(changes, diff=True)
     counts = _counts(changes)
     terminal.print(
         f"{counts['added']} to add, {counts['changed']} to change, {counts['removed']} to "
@@ -348,7 +339,7 @@ def apply(
         if not click.confirm(f"Delete {len(removals)} Cluster(s)?", err=True):
             terminal.abort("nothing was applied", USAGE)
     if output == "text":
-        _show(terminal, changes, diff=False)
+        _show(changes, diff=False)
     failed = _reaching(terminal, lambda: publisher.apply(changes))
     counts = _counts(changes)
     if output == "json":
